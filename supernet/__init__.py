@@ -1,0 +1,6 @@
+"""Elastic supernets: search spaces, elastic layers, model families, export."""
+from .models import ModelConfigError, create_supernet, create_supernet_from_config, list_supernets
+from .space import ArchError, Dim, SearchSpace
+
+__all__ = ["ArchError", "Dim", "ModelConfigError", "SearchSpace", "create_supernet",
+           "create_supernet_from_config", "list_supernets"]

@@ -1,0 +1,88 @@
+"""Atomic writes and checked loading of the project's files (supernet.pt, model.pt, JSON)."""
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+SUPERNET_FORMAT = "ofa-nas/supernet"
+SUBNET_FORMAT = "ofa-nas/subnet"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that is missing, truncated, corrupt or of another kind."""
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:  # some filesystems do not open directories
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def default_permissions(path: Path) -> None:
+    """mkstemp/mkdtemp create private (0600/0700) entries: give results the usual permissions."""
+    os.chmod(path, (0o777 if path.is_dir() else 0o666) & ~_umask())
+
+
+def atomic_write(path: str | os.PathLike, write: Callable[[Any], None], mode: str = "wb") -> Path:
+    """Calls ``write(file)`` on a temp file beside ``path``, fsyncs it, then renames it over ``path``.
+
+    A crash or an exception part way leaves the previous ``path`` untouched and no temp file behind.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, mode) as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        default_permissions(Path(tmp))
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+    return path
+
+
+def save_checkpoint(obj: dict, path: str | os.PathLike) -> Path:
+    return atomic_write(path, lambda f: torch.save(obj, f))
+
+
+def save_json(obj: Any, path: str | os.PathLike) -> Path:
+    return atomic_write(path, lambda f: json.dump(obj, f, indent=2, sort_keys=False), mode="w")
+
+
+def load_checkpoint(path: str | os.PathLike, fmt: str) -> dict:
+    """Loads a file written by ``save_checkpoint`` and checks it holds a ``fmt`` checkpoint."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {str(path)!r} does not exist")
+    try:
+        # Our checkpoints hold tensors, numbers, strings and containers only: the safe loader suffices.
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, OSError, ValueError) as err:
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise CheckpointError(f"checkpoint {str(path)!r} is truncated or corrupt ({reason[:200]})") from None
+    found = obj.get("format") if isinstance(obj, dict) else None
+    if found != fmt:
+        raise CheckpointError(f"{str(path)!r} is not an {fmt} checkpoint (format: {found!r})")
+    return obj

@@ -1,0 +1,227 @@
+"""Search spaces: the choices of one supernet and everything done with an arch.
+
+An *arch* is a JSON-serialisable dict whose keys are the space's dimensions. A dimension is either
+one value for the whole net (``length=None``) or a list with one value per block/stage. The family
+subclasses (``ViTSpace`` ...) add what depends on the network: which entries are active, the exact
+cardinality and the analytic cost model (``layer_costs``), from which MACs, params and model size
+follow.
+"""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import numpy as np
+
+
+class ArchError(ValueError):
+    """An arch that does not belong to the space: names the key, the bad value and what is allowed."""
+
+    def __init__(self, key: str, value: Any, allowed: Any):
+        self.key, self.value, self.allowed = key, value, allowed
+        super().__init__(f"arch key {key!r}: got {value!r}, allowed: {allowed}")
+
+
+@dataclass(frozen=True)
+class Dim:
+    """One elastic dimension: its sorted choices and, for per-block dimensions, the list length."""
+
+    name: str
+    choices: tuple
+    length: int | None = None
+
+    def __post_init__(self):
+        if not self.choices:
+            raise ValueError(f"dimension {self.name!r} has no choices")
+        if len(set(self.choices)) != len(self.choices):
+            raise ValueError(f"dimension {self.name!r} has repeated choices: {list(self.choices)}")
+        object.__setattr__(self, "choices", tuple(sorted(self.choices)))
+        object.__setattr__(self, "_positions", {float(c): i for i, c in enumerate(self.choices)})
+
+    @property
+    def num_genes(self) -> int:
+        return 1 if self.length is None else self.length
+
+    def index(self, value: Any) -> int | None:
+        """Position of ``value`` among the choices, or None. Compares by value so that 4 == 4.0 and
+        numpy scalars from a decoded vector are accepted; the tolerance admits ratios written with
+        rounding error."""
+        if value.__class__ is not bool:  # True == 1 must not pass for a choice of 1
+            try:
+                i = self._positions.get(value)  # hash(4) == hash(4.0) == hash(np.int64(4))
+            except TypeError:  # unhashable, e.g. a list where a scalar belongs
+                return None
+            if i is not None:
+                return i
+        if not isinstance(value, (int, float, np.integer, np.floating)) or isinstance(value, bool):
+            return None
+        for i, choice in enumerate(self.choices):
+            if math.isclose(float(value), float(choice), rel_tol=0, abs_tol=1e-9):
+                return i
+        return None
+
+
+def arch_key(arch: dict) -> str:
+    """A stable string for an arch (sorted-key JSON): for de-duplication and table look-ups."""
+    return json.dumps(arch, sort_keys=True, separators=(",", ":"))
+
+
+class SearchSpace:
+    """The generic part of a space: sampling, validation, integer encoding and features.
+
+    Subclasses implement ``canonical`` (inactive entries set to a fixed value), ``cardinality``
+    and ``_layers`` (the analytic per-layer cost table).
+    """
+
+    family: str = ""
+    feature_extras = ("macs", "params", "model_size_bytes")
+
+    def __init__(self, dims: Sequence[Dim]):
+        self.dims = tuple(dims)
+        self._by_name = {d.name: d for d in self.dims}
+
+    # -- description -------------------------------------------------------------------------
+    @property
+    def keys(self) -> tuple[str, ...]:
+        return tuple(d.name for d in self.dims)
+
+    def choices(self) -> dict[str, list]:
+        return {d.name: list(d.choices) for d in self.dims}
+
+    @property
+    def num_genes(self) -> int:
+        return sum(d.num_genes for d in self.dims)
+
+    def gene_upper_bounds(self) -> np.ndarray:
+        """Inclusive upper bound of each gene (lower bounds are 0): for pymoo's integer variables."""
+        return np.array([len(d.choices) - 1 for d in self.dims for _ in range(d.num_genes)])
+
+    def to_dict(self) -> dict:
+        """The choices, as stored in checkpoints."""
+        return {"family": self.family,
+                "dims": [{"name": d.name, "choices": list(d.choices), "length": d.length} for d in self.dims]}
+
+    def __repr__(self) -> str:
+        body = ", ".join(f"{d.name}={list(d.choices)}" + (f"x{d.length}" if d.length else "") for d in self.dims)
+        return f"{type(self).__name__}({body})"
+
+    # -- archs -------------------------------------------------------------------------------
+    def _from_indices(self, indices: Sequence[int]) -> dict:
+        arch, pos = {}, 0
+        for d in self.dims:
+            if d.length is None:
+                arch[d.name] = d.choices[int(indices[pos])]
+            else:
+                arch[d.name] = [d.choices[int(i)] for i in indices[pos:pos + d.length]]
+            pos += d.num_genes
+        return arch
+
+    def sample(self, rng: np.random.Generator | int | None = None) -> dict:
+        """An arch drawn uniformly over each entry's choices."""
+        rng = np.random.default_rng(rng)
+        return self._from_indices([rng.integers(0, len(d.choices)) for d in self.dims for _ in range(d.num_genes)])
+
+    def largest(self) -> dict:
+        return self._from_indices([len(d.choices) - 1 for d in self.dims for _ in range(d.num_genes)])
+
+    def smallest(self) -> dict:
+        return self._from_indices([0] * self.num_genes)
+
+    def validate(self, arch: dict) -> dict:
+        """Returns a normalised copy of ``arch`` (values taken from the choices) or raises ArchError."""
+        if not isinstance(arch, dict):
+            raise ArchError("<arch>", arch, f"a dict with keys {list(self.keys)}")
+        unknown = [k for k in arch if k not in self._by_name]
+        if unknown:
+            raise ArchError(unknown[0], arch[unknown[0]], f"keys {list(self.keys)}")
+        return self._from_indices(self._indices(arch))
+
+    def _indices(self, arch: dict) -> list[int]:
+        out = []
+        for d in self.dims:
+            if d.name not in arch:
+                raise ArchError(d.name, "<missing>", list(d.choices))
+            value = arch[d.name]
+            if d.length is None:
+                i = d.index(value)
+                if i is None:
+                    raise ArchError(d.name, value, list(d.choices))
+                out.append(i)
+                continue
+            if not isinstance(value, (list, tuple)) or len(value) != d.length:
+                raise ArchError(d.name, value, f"a list of {d.length} values from {list(d.choices)}")
+            for pos, v in enumerate(value):
+                i = d.index(v)
+                if i is None:
+                    raise ArchError(f"{d.name}[{pos}]", v, list(d.choices))
+                out.append(i)
+        return out
+
+    def encode(self, arch: dict) -> np.ndarray:
+        """Fixed-length vector of choice indices (the pymoo genes)."""
+        return np.array(self._indices(arch), dtype=np.int64)
+
+    def decode(self, genes: Sequence[int]) -> dict:
+        genes = np.asarray(genes)
+        if genes.shape != (self.num_genes,):
+            raise ArchError("<genes>", genes.tolist(), f"a vector of {self.num_genes} choice indices")
+        bounds = self.gene_upper_bounds()
+        rounded = np.rint(genes).astype(np.int64)
+        bad = np.flatnonzero((rounded < 0) | (rounded > bounds))
+        if bad.size:
+            i = int(bad[0])
+            raise ArchError(f"<gene {i}>", genes[i].item(), f"an index in 0..{bounds[i]}")
+        return self._from_indices(rounded)
+
+    def key(self, arch: dict) -> str:
+        """Equal for two archs that describe the same subnet (inactive entries ignored)."""
+        return arch_key(self.canonical(arch))
+
+    def features(self, arch: dict) -> np.ndarray:
+        """Predictor features: the choice indices of the canonical arch, then MACs, params, size."""
+        arch = self.canonical(arch)
+        extras = [self.macs(arch), self.params(arch), self.model_size_bytes(arch)]
+        return np.concatenate([self.encode(arch).astype(np.float64), np.array(extras, dtype=np.float64)])
+
+    def feature_names(self) -> list[str]:
+        names = [d.name if d.length is None else f"{d.name}[{i}]" for d in self.dims for i in range(d.num_genes)]
+        return names + list(self.feature_extras)
+
+    # -- costs: all derived from the family's analytic per-layer table ----------------------
+    def layer_costs(self, arch: dict) -> list[dict]:
+        """Per layer: ``{name, op, macs, params, weight_bytes, act_bytes, bits}`` at batch 1.
+
+        ``act_bytes`` counts input + output activations; weights and activations of a quantized
+        layer are stored at its bit width, every other layer as float32."""
+        out = []
+        for name, op, macs, params, act_elems, bits in self._layers(self.validate(arch)):
+            out.append({"name": name, "op": op, "macs": macs, "params": params,
+                        "weight_bytes": params * bits // 8, "act_bytes": act_elems * bits // 8, "bits": bits})
+        return out
+
+    def macs(self, arch: dict) -> int:
+        """Multiply-accumulates of one image through the subnet (batch 1)."""
+        return sum(layer[2] for layer in self._layers(self.validate(arch)))
+
+    def params(self, arch: dict) -> int:
+        """Parameters of the exported subnet."""
+        return sum(layer[3] for layer in self._layers(self.validate(arch)))
+
+    def model_size_bytes(self, arch: dict) -> int:
+        """Weight storage: each layer's parameters times its bit width / 8."""
+        return sum(layer[3] * layer[5] // 8 for layer in self._layers(self.validate(arch)))
+
+    # -- family-specific ---------------------------------------------------------------------
+    def canonical(self, arch: dict) -> dict:
+        raise NotImplementedError
+
+    def cardinality(self) -> int:
+        """The exact number of distinct subnets (archs that differ only in inactive entries count once)."""
+        raise NotImplementedError
+
+    def _layers(self, arch: dict) -> list[tuple[str, str, int, int, int, int]]:
+        """The analytic cost table of a validated arch: ``(name, op, macs, params, act_elems, bits)``
+        per layer (tuples, because MACs of thousands of archs are counted per search generation)."""
+        raise NotImplementedError

@@ -1,0 +1,32 @@
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from supernet import create_supernet_from_config
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def model_config(name: str) -> dict:
+    return yaml.safe_load((ROOT / "conf" / "model" / f"{name}.yaml").read_text())
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)
+
+
+@pytest.fixture
+def digits_vit():
+    """The digits-sized ViT supernet of conf/model/vit.yaml, random weights, eval mode."""
+    return create_supernet_from_config(model_config("vit"), num_classes=10).eval()
+
+
+@pytest.fixture
+def tiny_vit():
+    """A tiny ViT space whose every dimension has two or more choices and a non-trivial head_dim."""
+    return create_supernet_from_config(
+        dict(name="vit", resolution=[8, 16], patch_size=4, in_chans=3, depth=[1, 2, 3], embed_dim=[16, 24],
+             num_heads=[1, 2, 3], head_dim=8, mlp_ratio=[1.0, 2.0]), num_classes=5).eval()
