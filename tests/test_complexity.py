@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 import timm
 import torch
-
 from conftest import model_config
+
 from supernet import create_supernet_from_config
 from supernet.complexity import count_macs, count_params
 

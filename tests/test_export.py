@@ -15,8 +15,8 @@ from supernet.export import load_subnet, save_subnet
 def exported(tmp_path_factory):
     """One exported subnet of the digits ViT (a mid-sized arch at 12 px), shared by the tests."""
     import yaml
-
     from conftest import ROOT
+
     from supernet import create_supernet_from_config
 
     net = create_supernet_from_config(yaml.safe_load((ROOT / "conf/model/vit.yaml").read_text()), num_classes=10)

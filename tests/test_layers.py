@@ -5,12 +5,20 @@ import itertools
 import pytest
 import torch
 import torch.nn.functional as F
-from timm.models.vision_transformer import Attention as TimmAttention
 from timm.layers import Mlp as TimmMlp
+from timm.models.vision_transformer import Attention as TimmAttention
 from torch import nn
 
-from supernet.layers import (Attention, ElasticAttention, ElasticConv2d, ElasticLayerNorm, ElasticLinear,
-                             ElasticMlp, ElasticQKV, Mlp)
+from supernet.layers import (
+    Attention,
+    ElasticAttention,
+    ElasticConv2d,
+    ElasticLayerNorm,
+    ElasticLinear,
+    ElasticMlp,
+    ElasticQKV,
+    Mlp,
+)
 
 
 def randomise(module):

@@ -6,11 +6,11 @@ import pytest
 import timm
 import torch
 import torch.nn.functional as F
+from conftest import ROOT, model_config
 from safetensors.torch import save_file
 from timm.layers import resample_abs_pos_embed
 from timm.models.vision_transformer import VisionTransformer as TimmViT
 
-from conftest import ROOT, model_config
 from supernet import ArchError, ModelConfigError, create_supernet, create_supernet_from_config, list_supernets
 from supernet.models.vit import PretrainedWeightsError
 

@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import contextlib
 import os
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
 from timm.layers import DropPath, resample_abs_pos_embed, trunc_normal_
 from torch import nn
 
-from ..layers import Attention, ElasticAttention, ElasticConv2d, ElasticLayerNorm, ElasticLinear, ElasticMlp, Mlp
+from ..layers import ElasticAttention, ElasticConv2d, ElasticLayerNorm, ElasticLinear, ElasticMlp
 from ..space import Dim, SearchSpace
 from .registry import register_supernet
 
@@ -74,10 +74,11 @@ class ViTSpace(SearchSpace):
         for i in range(arch["depth"]):
             h, b = arch["num_heads"][i], arch["bits"][i]
             a, m = h * self.head_dim, mlp_hidden(e, arch["mlp_ratio"][i])
+            qkv_params = e * 3 * a + (3 * a if self.qkv_bias else 0)
             p = f"blocks.{i}."
             layers += [
                 (p + "norm1", "norm", 5 * N * e, 2 * e, 2 * N * e, 32),
-                (p + "attn.qkv", "linear", N * e * 3 * a, e * 3 * a + (3 * a if self.qkv_bias else 0), N * (e + 3 * a), b),
+                (p + "attn.qkv", "linear", N * e * 3 * a, qkv_params, N * (e + 3 * a), b),
                 (p + "attn.sdpa", "matmul", 2 * N * N * a, 0, 4 * N * a + h * N * N, 32),
                 (p + "attn.proj", "linear", N * a * e, a * e + e, N * (a + e), b),
                 (p + "add1", "add", N * e, 0, 3 * N * e, 32),
@@ -296,8 +297,9 @@ def timm_pretrained_state_dict(name: str, path: str | None, *, num_classes: int,
                                       num_classes=num_classes, img_size=img_size, in_chans=in_chans)
     except Exception as err:  # the hub raises many kinds: network, missing file, auth ...
         if path:
+            reason = str(err).strip().splitlines()[0] if str(err).strip() else ""
             raise PretrainedWeightsError(f"could not load {name!r} weights from {path!r}: "
-                                         f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}")
+                                         f"{type(err).__name__}: {reason}") from None
         raise PretrainedWeightsError(
             f"could not fetch pretrained weights for {name!r} from the hub ({type(err).__name__}); download them "
             "where there is network and pass model.pretrained_path=/path/to/weights.safetensors (or .pth)") from None
