@@ -1,0 +1,204 @@
+"""The regression models, each small enough to fit a few hundred rows in seconds on a CPU.
+
+Every fitted model is kept as plain arrays (or xgboost's own JSON model), so that saving writes
+numbers, never a pickle, and a loaded model predicts exactly what the saved one did.
+"""
+from __future__ import annotations
+
+import warnings
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import numpy as np
+import xgboost
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.gaussian_process import GaussianProcessRegressor
+from sklearn.gaussian_process.kernels import ConstantKernel, Matern, WhiteKernel
+from sklearn.neural_network import MLPRegressor
+from threadpoolctl import threadpool_limits
+
+from .base import Predictor, register_predictor
+from .validation import PredictorError
+
+
+@contextmanager
+def _small_problem():
+    # On a few hundred rows, BLAS threads cost more than they save, and on a busy machine they
+    # slow a fit tenfold. The models are trained lightly on purpose (few iterations, bounded
+    # hyperparameters): sklearn's warnings about it would only bury a search run's messages.
+    with threadpool_limits(limits=1, user_api="blas"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        yield
+
+
+@dataclass
+class Standardizer:
+    """Per-column (or scalar, for targets) mean and scale; a constant column keeps scale 1."""
+
+    mean: np.ndarray
+    scale: np.ndarray
+
+    @classmethod
+    def fit(cls, values: np.ndarray) -> Standardizer:
+        scale = values.std(axis=0)
+        return cls(values.mean(axis=0), np.where(scale > 0, scale, 1.0))
+
+    def transform(self, values: np.ndarray) -> np.ndarray:
+        return (values - self.mean) / self.scale
+
+    def inverse(self, values: np.ndarray) -> np.ndarray:
+        return values * self.scale + self.mean
+
+    def to_state(self) -> dict:
+        return {"mean": self.mean.tolist(), "scale": self.scale.tolist()}
+
+    @classmethod
+    def from_state(cls, state: dict) -> Standardizer:
+        return cls(np.asarray(state["mean"], dtype=np.float64), np.asarray(state["scale"], dtype=np.float64))
+
+
+@register_predictor("xgboost")
+class XGBoostPredictor(Predictor):
+    """Gradient-boosted trees (the default): captures gene interactions, insensitive to scale."""
+
+    def __init__(self, n_estimators: int = 300, max_depth: int = 4, learning_rate: float = 0.05,
+                 subsample: float = 0.8, n_jobs: int = 1, seed: int = 0):
+        # One thread: on a few hundred rows, threads gain nothing and on a busy machine their
+        # synchronisation makes a fit several times slower.
+        super().__init__()
+        self.n_estimators, self.max_depth, self.learning_rate = n_estimators, max_depth, learning_rate
+        self.subsample, self.n_jobs, self.seed = subsample, n_jobs, seed
+        self._booster: xgboost.Booster | None = None
+
+    def _fit(self, X, y):
+        model = xgboost.XGBRegressor(
+            n_estimators=self.n_estimators, max_depth=self.max_depth, learning_rate=self.learning_rate,
+            subsample=self.subsample, n_jobs=self.n_jobs, random_state=self.seed, tree_method="hist")
+        model.fit(X, y)
+        self._booster = model.get_booster()
+
+    def _predict(self, X):
+        return self._booster.inplace_predict(X)
+
+    def _state(self):
+        return {"booster": self._booster.save_raw(raw_format="json").decode("utf-8")}
+
+    def _set_state(self, state):
+        booster = xgboost.Booster(params={"nthread": self.n_jobs})
+        booster.load_model(bytearray(state["booster"].encode("utf-8")))
+        self._booster = booster
+
+
+@register_predictor("ridge")
+class RidgePredictor(Predictor):
+    """Ridge regression on standardised features: fast, hard to overfit, a floor for the others."""
+
+    def __init__(self, alpha: float = 1.0):
+        super().__init__()
+        if not alpha > 0:
+            raise PredictorError(f"ridge alpha must be > 0, got {alpha!r}")
+        self.alpha = alpha
+        self._scaler: Standardizer | None = None
+        self._coef = self._intercept = None
+
+    def _fit(self, X, y):
+        self._scaler = Standardizer.fit(X)
+        Z = self._scaler.transform(X)
+        self._intercept = float(y.mean())
+        # alpha > 0 keeps the normal equations solvable even with constant or duplicate columns.
+        gram = Z.T @ Z + self.alpha * np.eye(Z.shape[1])
+        self._coef = np.linalg.solve(gram, Z.T @ (y - self._intercept))
+
+    def _predict(self, X):
+        return self._scaler.transform(X) @ self._coef + self._intercept
+
+    def _state(self):
+        return {"scaler": self._scaler.to_state(), "coef": self._coef.tolist(), "intercept": self._intercept}
+
+    def _set_state(self, state):
+        self._scaler = Standardizer.from_state(state["scaler"])
+        self._coef = np.asarray(state["coef"], dtype=np.float64)
+        self._intercept = float(state["intercept"])
+
+
+@register_predictor("mlp")
+class MLPPredictor(Predictor):
+    """Small ReLU network trained by sklearn (L-BFGS suits a few hundred rows), on standardised
+    inputs and targets; prediction is our own forward pass over the learned weights."""
+
+    def __init__(self, hidden_sizes=(64, 64), alpha: float = 1e-3, max_iter: int = 500, seed: int = 0):
+        super().__init__()
+        self.hidden_sizes = tuple(int(size) for size in hidden_sizes)
+        self.alpha, self.max_iter, self.seed = alpha, max_iter, seed
+        self._x_scaler = self._y_scaler = None
+        self._weights: list[np.ndarray] = []
+        self._biases: list[np.ndarray] = []
+
+    def _fit(self, X, y):
+        self._x_scaler, self._y_scaler = Standardizer.fit(X), Standardizer.fit(y)
+        net = MLPRegressor(hidden_layer_sizes=self.hidden_sizes, activation="relu", solver="lbfgs",
+                           alpha=self.alpha, max_iter=self.max_iter, random_state=self.seed)
+        with _small_problem():
+            net.fit(self._x_scaler.transform(X), self._y_scaler.transform(y))
+        self._weights, self._biases = list(net.coefs_), list(net.intercepts_)
+
+    def _predict(self, X):
+        hidden = self._x_scaler.transform(X)
+        for weight, bias in zip(self._weights[:-1], self._biases[:-1], strict=True):
+            hidden = np.maximum(hidden @ weight + bias, 0.0)
+        output = hidden @ self._weights[-1] + self._biases[-1]
+        return self._y_scaler.inverse(output[:, 0])
+
+    def _state(self):
+        return {"x_scaler": self._x_scaler.to_state(), "y_scaler": self._y_scaler.to_state(),
+                "weights": [w.tolist() for w in self._weights], "biases": [b.tolist() for b in self._biases]}
+
+    def _set_state(self, state):
+        self._x_scaler = Standardizer.from_state(state["x_scaler"])
+        self._y_scaler = Standardizer.from_state(state["y_scaler"])
+        self._weights = [np.asarray(w, dtype=np.float64) for w in state["weights"]]
+        self._biases = [np.asarray(b, dtype=np.float64) for b in state["biases"]]
+
+
+@register_predictor("gp")
+class GPPredictor(Predictor):
+    """Gaussian process: Matern 5/2 with one length scale per feature, plus a noise term, on
+    standardised inputs and targets. Prediction is the posterior mean."""
+
+    def __init__(self, n_restarts: int = 0, seed: int = 0):
+        super().__init__()
+        self.n_restarts, self.seed = n_restarts, seed
+        self._x_scaler = self._y_scaler = self._kernel = None
+        self._train = self._dual_coef = None
+
+    @staticmethod
+    def _make_kernel(n_features: int):
+        return (ConstantKernel(1.0, (1e-3, 1e3))
+                * Matern(length_scale=np.ones(n_features), length_scale_bounds=(1e-2, 1e3), nu=2.5)
+                + WhiteKernel(1e-2, (1e-6, 1.0)))
+
+    def _fit(self, X, y):
+        self._x_scaler, self._y_scaler = Standardizer.fit(X), Standardizer.fit(y)
+        gp = GaussianProcessRegressor(self._make_kernel(X.shape[1]), n_restarts_optimizer=self.n_restarts,
+                                      random_state=self.seed)
+        with _small_problem():
+            gp.fit(self._x_scaler.transform(X), self._y_scaler.transform(y))
+        self._kernel, self._train, self._dual_coef = gp.kernel_, gp.X_train_, gp.alpha_
+
+    def _predict(self, X):
+        # The posterior mean k(X, X_train) @ alpha, as sklearn's predict computes it (the
+        # WhiteKernel term is zero between two different sets of inputs).
+        mean = self._kernel(self._x_scaler.transform(X), self._train) @ self._dual_coef
+        return self._y_scaler.inverse(mean)
+
+    def _state(self):
+        return {"x_scaler": self._x_scaler.to_state(), "y_scaler": self._y_scaler.to_state(),
+                "theta": self._kernel.theta.tolist(), "train": self._train.tolist(),
+                "dual_coef": self._dual_coef.tolist()}
+
+    def _set_state(self, state):
+        self._x_scaler = Standardizer.from_state(state["x_scaler"])
+        self._y_scaler = Standardizer.from_state(state["y_scaler"])
+        self._train = np.asarray(state["train"], dtype=np.float64)
+        self._dual_coef = np.asarray(state["dual_coef"], dtype=np.float64)
+        self._kernel = self._make_kernel(self._train.shape[1]).clone_with_theta(np.asarray(state["theta"]))

@@ -1,0 +1,274 @@
+"""Predictors: quality against trivial baselines, the file format, and the input checks."""
+from __future__ import annotations
+
+import ast
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from predictors import (
+    AutoPredictor,
+    PredictorError,
+    RidgePredictor,
+    XGBoostPredictor,
+    create_predictor,
+    list_predictors,
+    load_predictor,
+    report,
+)
+
+MODELS = ["xgboost", "ridge", "mlp", "gp", "auto"]
+# Three folds instead of the default five keep the file fast; it is the same code path.
+OPTIONS = {"auto": {"folds": 3}}
+N_TRAIN, N_TEST = 300, 100
+
+
+def nas_like_data(target: str, n_rows: int = N_TRAIN + N_TEST, seed: int = 0):
+    """Six integer genes 0..2 (three stage widths, depth, kernel, bits) plus a derived MACs column.
+
+    Both targets depend on MACs nonlinearly and on the bits gene, which MACs does not see, so a
+    line through MACs alone is a fair but beatable baseline.
+    """
+    rng = np.random.default_rng(seed)
+    genes = rng.integers(0, 3, size=(n_rows, 6))
+    widths = 16 * (2 + genes[:, :3])
+    depth = 2 + genes[:, 3]
+    kernel = np.array([3, 5, 7])[genes[:, 4]]
+    macs = 1000.0 * depth * kernel**2 * (widths**2).sum(axis=1)
+    if target == "accuracy":
+        y = (60 + 25 * (1 - np.exp(-macs / 1.5e8)) - np.array([6.0, 1.5, 0.0])[genes[:, 5]]
+             + 1.5 * (genes[:, 0] == genes[:, 1]) + rng.normal(0, 0.3, n_rows))
+    else:  # latency (ms): low-bit blocks run faster, each layer adds a fixed overhead
+        y = macs / 1e8 * np.array([0.5, 0.75, 1.0])[genes[:, 5]] + 0.3 * depth + rng.normal(0, 0.05, n_rows)
+    X = np.column_stack([genes, macs])
+    return X[:N_TRAIN], y[:N_TRAIN], X[N_TRAIN:], y[N_TRAIN:]
+
+
+@pytest.fixture(scope="module", params=["accuracy", "latency"])
+def task(request):
+    """One data set and its models, each fitted once and shared by the tests of this module."""
+    X_train, y_train, X_test, y_test = nas_like_data(request.param)
+    fitted = {}
+
+    def fitted_model(name):
+        if name not in fitted:
+            fitted[name] = create_predictor(name, **OPTIONS.get(name, {})).fit(X_train, y_train)
+        return fitted[name]
+
+    return X_train, y_train, X_test, y_test, fitted_model
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_every_model_beats_trivial_baselines(task, name):
+    X_train, y_train, X_test, y_test, fitted_model = task
+    mean_rmse = report(y_test, np.full(len(y_test), y_train.mean()))["rmse"]
+    macs_line = np.polyfit(X_train[:, -1], y_train, 1)
+    linear_on_macs = report(y_test, np.polyval(macs_line, X_test[:, -1]))
+
+    quality = fitted_model(name).report(X_test, y_test)
+
+    assert quality["rmse"] < mean_rmse
+    assert quality["rmse"] < linear_on_macs["rmse"]
+    assert quality["kendall_tau"] > linear_on_macs["kendall_tau"]
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_save_load_round_trip_predicts_identically(task, name, tmp_path):
+    _, _, X_test, _, fitted_model = task
+    predictor = fitted_model(name)
+    path = tmp_path / "sub" / f"{name}.json"
+
+    predictor.save(path)
+    loaded = load_predictor(path)
+
+    assert type(loaded) is type(predictor)
+    np.testing.assert_array_equal(loaded.predict(X_test), predictor.predict(X_test))
+    document = json.loads(path.read_text())
+    assert (document["format"], document["version"]) == ("ofa-nas/predictor", 1)
+    assert (document["kind"], document["n_features"]) == (name, X_test.shape[1])
+
+
+@pytest.mark.parametrize("name", ["xgboost", "mlp", "gp"])
+def test_fitting_is_deterministic(task, name):
+    X_train, y_train, X_test, _, fitted_model = task
+    refitted = create_predictor(name).fit(X_train, y_train)
+    np.testing.assert_array_equal(refitted.predict(X_test), fitted_model(name).predict(X_test))
+
+
+def test_auto_keeps_its_choice_and_scores_through_a_file(task, tmp_path):
+    auto = task[-1]("auto")
+    auto.save(tmp_path / "auto.json")
+    loaded = AutoPredictor.load(tmp_path / "auto.json")
+    assert loaded.chosen == auto.chosen
+    assert loaded.cv_kendall_tau == auto.cv_kendall_tau
+    assert set(auto.cv_kendall_tau) == {"xgboost", "ridge", "mlp", "gp"}
+
+
+def test_auto_picks_the_model_with_the_best_cross_validated_tau():
+    # A U-shaped target of one gene: a line ranks it no better than chance, trees rank it well.
+    rng = np.random.default_rng(0)
+    X = rng.integers(0, 3, size=(120, 4)).astype(float)
+    y = (X[:, 0] - 1) ** 2 + 0.1 * X[:, 1] + rng.normal(0, 0.01, 120)
+
+    auto = create_predictor("auto", candidates=["ridge", "xgboost"], folds=3).fit(X, y)
+
+    assert auto.chosen == "xgboost"
+    assert auto.cv_kendall_tau["xgboost"] > auto.cv_kendall_tau["ridge"] + 0.3
+    refitted_on_all_rows = create_predictor("xgboost").fit(X, y)
+    np.testing.assert_array_equal(auto.predict(X), refitted_on_all_rows.predict(X))
+
+
+def test_auto_rejects_bad_options_and_too_few_rows():
+    with pytest.raises(PredictorError, match="auto candidates must be among .*'bogus'"):
+        create_predictor("auto", candidates=["ridge", "bogus"])
+    with pytest.raises(PredictorError, match="folds must be an integer >= 2"):
+        create_predictor("auto", folds=1)
+    with pytest.raises(PredictorError, match="at least 10 rows for 5-fold"):
+        create_predictor("auto").fit(np.ones((9, 2)), np.arange(9.0))
+
+
+@pytest.fixture
+def ridge_file(tmp_path):
+    X, y, _, _ = nas_like_data("latency")
+    path = tmp_path / "ridge.json"
+    RidgePredictor().fit(X, y).save(path)
+    return path
+
+
+def test_failed_save_leaves_the_previous_file_intact(ridge_file, monkeypatch):
+    X, y, X_test, _ = nas_like_data("latency")
+    before = load_predictor(ridge_file).predict(X_test)
+
+    def crash(fd):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(os, "fsync", crash)
+    with pytest.raises(OSError, match="disk full"):
+        RidgePredictor(alpha=100.0).fit(X, -y).save(ridge_file)
+    monkeypatch.undo()
+
+    np.testing.assert_array_equal(load_predictor(ridge_file).predict(X_test), before)
+    assert sorted(p.name for p in ridge_file.parent.iterdir()) == ["ridge.json"]  # no temp file left
+
+
+def _edit_document(path: Path, edit) -> None:
+    document = json.loads(path.read_text())
+    edit(document)
+    path.write_text(json.dumps(document))
+
+
+@pytest.mark.parametrize("damage, message", [
+    (lambda p: p.unlink(), "no such predictor file"),
+    (lambda p: p.write_text(p.read_text()[: len(p.read_text()) // 2]), "invalid or truncated JSON"),
+    (lambda p: p.write_bytes(b"PK\x03\x04\x00\xff\xfe binary"), "binary, not JSON"),
+    (lambda p: p.write_text('{"format": "ofa-nas/supernet", "version": 1}'), "format 'ofa-nas/supernet'"),
+    (lambda p: p.write_text("[1, 2, 3]"), "format 'list'"),
+    (lambda p: _edit_document(p, lambda d: d.update(version=99)), "version 99 is not supported"),
+    (lambda p: _edit_document(p, lambda d: d.update(kind="forest")), "unknown predictor 'forest'"),
+    (lambda p: _edit_document(p, lambda d: d.pop("state")), "missing field 'state'"),
+    (lambda p: _edit_document(p, lambda d: d["state"].update(coef=[1.0, 2.0])), "corrupt predictor file"),
+    (lambda p: _edit_document(p, lambda d: d.update(n_features=0)), "n_features must be a positive"),
+])
+def test_unloadable_files_raise_a_clear_predictor_error(ridge_file, damage, message):
+    damage(ridge_file)
+    with pytest.raises(PredictorError, match=message) as raised:
+        load_predictor(ridge_file)
+    assert str(ridge_file) in str(raised.value)
+
+
+def test_corrupt_xgboost_model_raises_a_predictor_error(tmp_path):
+    X, y, _, _ = nas_like_data("latency")
+    path = tmp_path / "xgb.json"
+    XGBoostPredictor(n_estimators=5).fit(X, y).save(path)
+    _edit_document(path, lambda d: d["state"].update(booster='{"learner": '))
+    with pytest.raises(PredictorError, match="corrupt predictor file"):
+        load_predictor(path)
+
+
+def test_load_as_the_wrong_class_is_refused(ridge_file):
+    with pytest.raises(PredictorError, match="holds a 'ridge' predictor, not 'xgboost'"):
+        XGBoostPredictor.load(ridge_file)
+
+
+def test_wrong_width_is_refused_naming_both_widths():
+    X, y, X_test, _ = nas_like_data("accuracy")
+    predictor = RidgePredictor().fit(X, y)
+    with pytest.raises(PredictorError, match="X has 6 features but the predictor was fitted on 7"):
+        predictor.predict(X_test[:, :6])
+
+
+@pytest.mark.parametrize("X, y, message", [
+    (np.array([[1.0, np.nan], [2.0, 3.0]]), [1.0, 2.0], "X has NaN or inf in 1 row.*first row 0"),
+    (np.array([[1.0, 2.0], [2.0, np.inf]]), [1.0, 2.0], "X has NaN or inf"),
+    (np.array([[1.0, 2.0], [2.0, 3.0]]), [1.0, np.nan], "y has NaN or inf"),
+    (np.empty((0, 3)), [], "X is empty"),
+    (np.array([1.0, 2.0]), [1.0, 2.0], "X must be 2-D"),
+    (np.array([[1.0, 2.0], [2.0, 3.0]]), [1.0, 2.0, 3.0], "y has 3 values but X has 2 rows"),
+    ([["a", "b"]], [1.0], "X must be numeric"),
+])
+def test_fit_refuses_bad_input(X, y, message):
+    with pytest.raises(PredictorError, match=message):
+        RidgePredictor().fit(X, y)
+
+
+def test_predict_refuses_bad_input_and_unfitted_use(tmp_path):
+    with pytest.raises(PredictorError, match="cannot predict a 'gp' predictor before fit"):
+        create_predictor("gp").predict(np.ones((2, 3)))
+    with pytest.raises(PredictorError, match="cannot save a 'ridge' predictor before fit"):
+        RidgePredictor().save(tmp_path / "unfitted.json")
+    assert not (tmp_path / "unfitted.json").exists()
+    predictor = RidgePredictor().fit(np.eye(3), [1.0, 2.0, 3.0])
+    with pytest.raises(PredictorError, match="X has NaN or inf"):
+        predictor.predict([[0.0, np.nan, 1.0]])
+    with pytest.raises(PredictorError, match="X is empty"):
+        predictor.predict(np.empty((0, 3)))
+
+
+def test_factory_lists_names_and_options():
+    assert isinstance(create_predictor(), XGBoostPredictor)  # xgboost is the default
+    assert set(MODELS) <= set(list_predictors())
+    with pytest.raises(PredictorError, match="unknown predictor 'forest'; known predictors: auto, gp, mlp"):
+        create_predictor("forest")
+    with pytest.raises(PredictorError, match="'ridge' has no option 'depth'; its options: alpha"):
+        create_predictor("ridge", depth=3)
+    with pytest.raises(PredictorError, match="alpha must be > 0"):
+        create_predictor("ridge", alpha=0.0)
+
+
+def test_report_on_known_values():
+    y = np.array([1.0, 2.0, 4.0])
+    assert report(y, y) == {"kendall_tau": 1.0, "spearman": 1.0, "rmse": 0.0, "mape": 0.0}
+    reversed_order = report(y, y[::-1])
+    assert reversed_order["kendall_tau"] == pytest.approx(-1.0)
+    assert reversed_order["spearman"] == pytest.approx(-1.0)
+    # errors (0, 1, -2); one of three pairs swapped; rank differences (0, 1, 1)
+    worked = report(y, [1.0, 3.0, 2.0])
+    assert worked["kendall_tau"] == pytest.approx(1 / 3)
+    assert worked["spearman"] == pytest.approx(0.5)
+    assert worked["rmse"] == pytest.approx(np.sqrt(5 / 3))
+    assert worked["mape"] == pytest.approx(100 * (0 + 0.5 + 0.5) / 3)
+
+
+def test_report_guards_zero_targets_and_constant_predictions():
+    assert report([0.0, 2.0], [1.0, 3.0])["mape"] == pytest.approx(50.0)  # the zero row is skipped
+    assert np.isnan(report([0.0, 0.0], [1.0, 2.0])["mape"])
+    constant = report([1.0, 2.0, 3.0], [2.0, 2.0, 2.0])
+    assert np.isnan(constant["kendall_tau"]) and np.isnan(constant["spearman"])
+    assert constant["rmse"] == pytest.approx(np.sqrt(2 / 3))
+    with pytest.raises(PredictorError, match="y_pred has 2 values but y_true has 3"):
+        report([1.0, 2.0, 3.0], [1.0, 2.0])
+
+
+def test_predictors_package_imports_no_other_part():
+    imported = set()
+    for source in Path(__file__).resolve().parents[1].joinpath("predictors").glob("*.py"):
+        for node in ast.walk(ast.parse(source.read_text())):
+            if isinstance(node, ast.Import):
+                imported |= {alias.name.split(".")[0] for alias in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.level == 0:
+                imported.add(node.module.split(".")[0])
+    assert imported, "found no imports: wrong directory?"
+    assert not imported & {"supernet", "search", "hw_profiles"}
