@@ -4,6 +4,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .cache import InferenceCache
 from .linear import _check_size, _copy_into
 
 
@@ -15,6 +16,7 @@ class ElasticConv2d(nn.Conv2d):
         if self.groups != 1:
             raise ValueError(f"ElasticConv2d slices dense convolutions only, got groups={self.groups}")
         self.active_in, self.active_out = in_channels, out_channels
+        self._cache = InferenceCache()
 
     def set_active(self, in_channels: int, out_channels: int) -> None:
         self.active_in = _check_size("in_channels", in_channels, self.in_channels)
@@ -27,7 +29,12 @@ class ElasticConv2d(nn.Conv2d):
         return None if self.bias is None else self.bias[: self.active_out]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self._conv_forward(x, self.active_weight(), self.active_bias())
+        weight, bias = self._cache.get((self.active_in, self.active_out), (self.weight, self.bias), self._contiguous)
+        return self._conv_forward(x, weight, bias)
+
+    def _contiguous(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+        bias = self.active_bias()
+        return self.active_weight().contiguous(), None if bias is None else bias.contiguous()
 
     def to_static(self) -> nn.Conv2d:
         static = nn.Conv2d(self.active_in, self.active_out, self.kernel_size, stride=self.stride,

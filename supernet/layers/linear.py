@@ -5,6 +5,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .cache import InferenceCache
+
 
 def _check_size(what: str, value: int, maximum: int) -> int:
     if not 0 < value <= maximum:
@@ -30,6 +32,7 @@ class ElasticLinear(nn.Linear):
     def __init__(self, in_features: int, out_features: int, bias: bool = True, **kwargs):
         super().__init__(in_features, out_features, bias=bias, **kwargs)
         self.active_in, self.active_out = in_features, out_features
+        self._cache = InferenceCache()
 
     def set_active(self, in_features: int, out_features: int) -> None:
         self.active_in = _check_size("in_features", in_features, self.in_features)
@@ -42,7 +45,12 @@ class ElasticLinear(nn.Linear):
         return None if self.bias is None else self.bias[: self.active_out]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.linear(x, self.active_weight(), self.active_bias())
+        weight, bias = self._cache.get((self.active_in, self.active_out), (self.weight, self.bias), self._contiguous)
+        return F.linear(x, weight, bias)
+
+    def _contiguous(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+        bias = self.active_bias()
+        return self.active_weight().contiguous(), None if bias is None else bias.contiguous()
 
     def to_static(self) -> nn.Linear:
         """A plain ``nn.Linear`` of the active size holding copies of the active weights."""

@@ -5,6 +5,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .cache import InferenceCache
 from .linear import _check_size, _copy_into
 
 
@@ -14,13 +15,16 @@ class ElasticLayerNorm(nn.LayerNorm):
     def __init__(self, num_features: int, eps: float = 1e-5, **kwargs):
         super().__init__(num_features, eps=eps, **kwargs)
         self.active_features = num_features
+        self._cache = InferenceCache()
 
     def set_active(self, num_features: int) -> None:
         self.active_features = _check_size("num_features", num_features, self.normalized_shape[0])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         n = self.active_features
-        return F.layer_norm(x, (n,), self.weight[:n], self.bias[:n], self.eps)
+        weight, bias = self._cache.get((n,), (self.weight, self.bias),
+                                       lambda: (self.weight[:n].contiguous(), self.bias[:n].contiguous()))
+        return F.layer_norm(x, (n,), weight, bias, self.eps)
 
     def to_static(self) -> nn.LayerNorm:
         n = self.active_features

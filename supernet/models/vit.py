@@ -17,6 +17,7 @@ from timm.layers import DropPath, resample_abs_pos_embed, trunc_normal_
 from torch import nn
 
 from ..layers import ElasticAttention, ElasticConv2d, ElasticLayerNorm, ElasticLinear, ElasticMlp
+from ..layers.cache import InferenceCache
 from ..space import Dim, SearchSpace
 from .registry import register_supernet
 
@@ -190,6 +191,7 @@ class ElasticViT(nn.Module):
                                     for dp in drop_rates)
         self.norm = ElasticLayerNorm(max_embed, eps=1e-6)
         self.head = ElasticLinear(max_embed, num_classes)
+        self._pos_cache = InferenceCache()
         self._init_weights()
         self.set_active(self.space.largest())
 
@@ -219,13 +221,18 @@ class ElasticViT(nn.Module):
     def layer_costs(self, arch: dict) -> list[dict]:
         return self.space.layer_costs(arch)
 
-    def _pos_embed(self, resolution: int, embed_dim: int) -> torch.Tensor:
-        pos = self.pos_embed[..., :embed_dim]
-        grid = resolution // self.patch_size
-        if grid == self.grid:
-            return pos
-        # Resampled from the largest grid (bicubic, antialiased) as timm does for a new image size.
-        return resample_abs_pos_embed(pos, [grid, grid], [self.grid, self.grid], num_prefix_tokens=1)
+    def _pos_embed(self, resolution: int, embed_dim: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Class token and position embedding of one resolution and width."""
+
+        def compute() -> torch.Tensor:
+            cls = self.cls_token[..., :embed_dim]
+            pos = self.pos_embed[..., :embed_dim]
+            grid = resolution // self.patch_size
+            if grid != self.grid:  # resampled from the largest grid, bicubic and antialiased, as timm does
+                pos = resample_abs_pos_embed(pos, [grid, grid], [self.grid, self.grid], num_prefix_tokens=1)
+            return cls, pos
+
+        return self._pos_cache.get((resolution, embed_dim), (self.cls_token, self.pos_embed), compute)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         arch = self.active_arch
@@ -233,10 +240,10 @@ class ElasticViT(nn.Module):
         if x.shape[-2:] != (res, res):  # one loader can feed every resolution of the space
             x = F.interpolate(x, size=(res, res), mode="bilinear", align_corners=False, antialias=True)
         x = self.patch_embed(x)
-        e = x.shape[-1]
-        x = torch.cat([self.cls_token[..., :e].expand(x.shape[0], -1, -1), x], dim=1) + self._pos_embed(res, e)
-        for block in self.blocks[: arch["depth"]]:
-            x = block(x)
+        cls, pos = self._pos_embed(res, x.shape[-1])
+        x = torch.cat([cls.expand(x.shape[0], -1, -1), x], dim=1) + pos
+        for i in range(arch["depth"]):  # (slicing a ModuleList would build a new one per forward)
+            x = self.blocks[i](x)
         return self.norm(x)
 
     def forward_head(self, x: torch.Tensor) -> torch.Tensor:
@@ -252,9 +259,10 @@ class ElasticViT(nn.Module):
         self.set_active(arch)
         try:
             arch = self.active_arch
-            res, e = arch["resolution"], arch["embed_dim"]
-            static = VisionTransformer(PatchEmbed(self.patch_embed.proj.to_static()), self.cls_token[..., :e],
-                                       self._pos_embed(res, e), [b.to_static() for b in self.blocks[: arch["depth"]]],
+            res = arch["resolution"]
+            cls, pos = self._pos_embed(res, arch["embed_dim"])
+            static = VisionTransformer(PatchEmbed(self.patch_embed.proj.to_static()), cls, pos,
+                                       [b.to_static() for b in self.blocks[: arch["depth"]]],
                                        self.norm.to_static(), self.head.to_static(), res)
         finally:
             self.set_active(previous)
