@@ -87,3 +87,14 @@ def load_checkpoint(path: str | os.PathLike, fmt: str) -> dict:
     if found != fmt:
         raise CheckpointError(f"{str(path)!r} is not an {fmt} checkpoint (format: {found!r})")
     return obj
+
+
+def load_supernet(path: str | os.PathLike):
+    """Rebuilds a trained supernet from ``supernet.pt``; its training metrics are on ``.metrics``."""
+    from .models import create_supernet_from_config
+
+    ckpt = load_checkpoint(path, SUPERNET_FORMAT)
+    net = create_supernet_from_config(ckpt["model"])
+    net.load_state_dict(ckpt["state_dict"])
+    net.metrics = ckpt.get("metrics", {})
+    return net.eval()

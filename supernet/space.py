@@ -119,16 +119,29 @@ class SearchSpace:
             pos += d.num_genes
         return arch
 
-    def sample(self, rng: np.random.Generator | int | None = None) -> dict:
-        """An arch drawn uniformly over each entry's choices."""
-        rng = np.random.default_rng(rng)
-        return self._from_indices([rng.integers(0, len(d.choices)) for d in self.dims for _ in range(d.num_genes)])
+    def _locked_check(self, unlocked) -> set[str] | None:
+        if unlocked is None:
+            return None
+        unknown = sorted(set(unlocked) - set(self.keys))
+        if unknown:
+            raise ValueError(f"unknown dimension {unknown[0]!r} to unlock; dimensions: {list(self.keys)}")
+        return set(unlocked)
+
+    def sample(self, rng: np.random.Generator | int | None = None, unlocked=None) -> dict:
+        """An arch drawn uniformly over each entry's choices. With ``unlocked`` (dimension names),
+        the other dimensions stay at their largest choice: a progressive-shrinking phase."""
+        rng, unlocked = np.random.default_rng(rng), self._locked_check(unlocked)
+        return self._from_indices([rng.integers(0, len(d.choices)) if unlocked is None or d.name in unlocked
+                                   else len(d.choices) - 1 for d in self.dims for _ in range(d.num_genes)])
 
     def largest(self) -> dict:
         return self._from_indices([len(d.choices) - 1 for d in self.dims for _ in range(d.num_genes)])
 
-    def smallest(self) -> dict:
-        return self._from_indices([0] * self.num_genes)
+    def smallest(self, unlocked=None) -> dict:
+        """The smallest arch (of the ``unlocked`` dimensions; the others at their largest)."""
+        unlocked = self._locked_check(unlocked)
+        return self._from_indices([0 if unlocked is None or d.name in unlocked else len(d.choices) - 1
+                                   for d in self.dims for _ in range(d.num_genes)])
 
     def validate(self, arch: dict) -> dict:
         """Returns a normalised copy of ``arch`` (values taken from the choices) or raises ArchError."""

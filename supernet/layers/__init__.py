@@ -1,8 +1,16 @@
 """Elastic building blocks: each runs a sub-size of its full weights and exports a static copy."""
 from .attention import Attention, ElasticAttention, ElasticMlp, Mlp
+from .batchnorm import ElasticBatchNorm2d
 from .conv import ElasticConv2d
+from .conv_norm_act import ConvNormAct, ElasticConvNormAct, ElasticDwConvNormAct, conv_cost, same_conv_size
+from .depthwise import ElasticDepthwiseConv2d
 from .linear import ElasticLinear, ElasticQKV
 from .norm import ElasticLayerNorm
+from .sorting import input_importance, order_within_bands, permute_channels, sort_channel_group
+from .squeeze_excite import ElasticSqueezeExcite, SqueezeExcite, se_width
 
-__all__ = ["Attention", "ElasticAttention", "ElasticConv2d", "ElasticLayerNorm", "ElasticLinear",
-           "ElasticMlp", "ElasticQKV", "Mlp"]
+__all__ = ["Attention", "ConvNormAct", "ElasticAttention", "ElasticBatchNorm2d", "ElasticConv2d",
+           "ElasticConvNormAct", "ElasticDepthwiseConv2d", "ElasticDwConvNormAct", "ElasticLayerNorm",
+           "ElasticLinear", "ElasticMlp", "ElasticQKV", "ElasticSqueezeExcite", "Mlp", "SqueezeExcite",
+           "conv_cost", "input_importance", "order_within_bands", "permute_channels", "same_conv_size", "se_width",
+           "sort_channel_group"]

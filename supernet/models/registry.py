@@ -6,10 +6,12 @@ from collections.abc import Callable
 
 from torch import nn
 
+from ..errors import ConfigError
+
 _FACTORIES: dict[str, Callable[..., nn.Module]] = {}
 
 
-class ModelConfigError(ValueError):
+class ModelConfigError(ConfigError):
     """An unknown model name or an option the model does not take."""
 
 
@@ -36,8 +38,10 @@ def create_supernet(name: str, **cfg) -> nn.Module:
 
 
 def create_supernet_from_config(cfg, **overrides) -> nn.Module:
-    """Builds a supernet from a model config mapping (``conf/model/*.yaml``: ``name`` + options)."""
+    """Builds a supernet from a model config mapping (``conf/model/*.yaml``: ``name`` + options; its
+    ``schedule``, the progressive-shrinking phases, is the trainer's and ignored here)."""
     cfg = {**dict(cfg), **overrides}
+    cfg.pop("schedule", None)
     name = cfg.pop("name", None)
     if name is None:
         raise ModelConfigError(f"the model config has no 'name'; known models: {', '.join(list_supernets())}")

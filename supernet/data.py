@@ -1,0 +1,130 @@
+"""Datasets: the embedded digits (no download), CIFAR-10 and ImageFolder from a local path.
+
+Every builder returns a ``Data`` record with train / val / test datasets: ``val`` is held out of
+the training images (the search scores subnets on it), ``test`` is the dataset's own test split
+(reported once at the end). Images come at the largest resolution of the space; the supernet
+resizes them to each subnet's resolution.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import Dataset, Subset, TensorDataset
+
+
+class DataError(ValueError):
+    """A dataset that cannot be built: unknown name, missing files."""
+
+
+@dataclass
+class Data:
+    train: Dataset
+    val: Dataset
+    test: Dataset
+    num_classes: int
+    in_chans: int
+
+
+def _split(n: int, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    order = np.random.default_rng(seed).permutation(n)
+    n_val = int(round(n * val_fraction))
+    return order[n_val:], order[:n_val]
+
+
+class ShiftedTensors(Dataset):
+    """Training images shifted by up to ``max_shift`` pixels each way (zero fill): the augmentation
+    that keeps a ViT from memorising 1,258 digits."""
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor, max_shift: int):
+        self.x, self.y, self.max_shift = x, y, max_shift
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    def __getitem__(self, i: int):
+        s = self.max_shift
+        if s == 0:
+            return self.x[i], self.y[i]
+        dy, dx = torch.randint(-s, s + 1, (2,)).tolist()
+        padded = F.pad(self.x[i], (s, s, s, s))
+        h, w = self.x.shape[-2:]
+        return padded[:, s + dy: s + dy + h, s + dx: s + dx + w], self.y[i]
+
+
+def digits(img_size: int = 16, val_fraction: float = 0.15, test_fraction: float = 0.15, max_shift: int = 1,
+           seed: int = 0, **_) -> Data:
+    """scikit-learn's bundled 8x8 digits (1,797 images, 10 classes), upsampled to ``img_size``."""
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    x = torch.tensor(bunch.images, dtype=torch.float32).unsqueeze(1) / 16.0
+    x = F.interpolate(x, size=(img_size, img_size), mode="bilinear", align_corners=False)
+    y = torch.tensor(bunch.target, dtype=torch.long)
+    rest, test_idx = _split(len(y), test_fraction, seed)
+    train_pos, val_pos = _split(len(rest), val_fraction / (1 - test_fraction), seed + 1)
+    x = (x - x[rest[train_pos]].mean()) / x[rest[train_pos]].std()  # statistics of the training images
+    train_idx, val_idx = rest[train_pos], rest[val_pos]
+    return Data(ShiftedTensors(x[train_idx], y[train_idx], max_shift), TensorDataset(x[val_idx], y[val_idx]),
+                TensorDataset(x[test_idx], y[test_idx]), num_classes=10, in_chans=1)
+
+
+def _require_root(root: str | None, name: str, hint: str) -> str:
+    if not root:
+        raise DataError(f"data={name} needs data.root=PATH ({hint})")
+    if not os.path.isdir(root):
+        raise DataError(f"data.root={root!r} does not exist ({hint})")
+    return root
+
+
+def cifar10(root: str | None = None, img_size: int = 32, val_fraction: float = 0.1, seed: int = 0, **_) -> Data:
+    """CIFAR-10 from ``root`` (the folder holding ``cifar-10-batches-py``); never downloads."""
+    import torchvision.transforms as T
+    from torchvision.datasets import CIFAR10
+
+    root = _require_root(root, "cifar10", "the folder that holds cifar-10-batches-py")
+    norm = T.Normalize((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616))
+    train_tf = T.Compose([T.RandomCrop(32, padding=4), T.RandomHorizontalFlip(), T.Resize(img_size), T.ToTensor(),
+                          norm])
+    eval_tf = T.Compose([T.Resize(img_size), T.ToTensor(), norm])
+    try:
+        train_aug, train_plain = (CIFAR10(root, train=True, transform=t, download=False) for t in (train_tf, eval_tf))
+        test = CIFAR10(root, train=False, transform=eval_tf, download=False)
+    except RuntimeError as err:
+        raise DataError(f"data.root={root!r}: {err}") from None
+    train_idx, val_idx = _split(len(train_aug), val_fraction, seed)
+    return Data(Subset(train_aug, train_idx.tolist()), Subset(train_plain, val_idx.tolist()), test,
+                num_classes=10, in_chans=3)
+
+
+def imagefolder(root: str | None = None, img_size: int = 224, val_fraction: float = 0.05, seed: int = 0,
+                **_) -> Data:
+    """``root/train/<class>/*`` and ``root/val/<class>/*`` (ImageNet layout); val is the test split."""
+    import torchvision.transforms as T
+    from torchvision.datasets import ImageFolder
+
+    root = _require_root(root, "imagefolder", "a folder with train/ and val/ class subfolders")
+    for split in ("train", "val"):
+        if not os.path.isdir(os.path.join(root, split)):
+            raise DataError(f"data.root={root!r} has no {split}/ folder (expected train/<class>/ and val/<class>/)")
+    norm = T.Normalize((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+    train_tf = T.Compose([T.RandomResizedCrop(img_size), T.RandomHorizontalFlip(), T.ToTensor(), norm])
+    eval_tf = T.Compose([T.Resize(int(img_size / 0.875)), T.CenterCrop(img_size), T.ToTensor(), norm])
+    train_aug = ImageFolder(os.path.join(root, "train"), transform=train_tf)
+    train_plain = ImageFolder(os.path.join(root, "train"), transform=eval_tf)
+    test = ImageFolder(os.path.join(root, "val"), transform=eval_tf)
+    train_idx, val_idx = _split(len(train_aug), val_fraction, seed)
+    return Data(Subset(train_aug, train_idx.tolist()), Subset(train_plain, val_idx.tolist()), test,
+                num_classes=len(train_aug.classes), in_chans=3)
+
+
+DATASETS = {"digits": digits, "cifar10": cifar10, "imagefolder": imagefolder}
+
+
+def build_data(name: str, **options) -> Data:
+    if name not in DATASETS:
+        raise DataError(f"unknown dataset {name!r}; known: {', '.join(DATASETS)}")
+    return DATASETS[name](**options)

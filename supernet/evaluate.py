@@ -1,0 +1,26 @@
+"""Accuracy of one subnet of a supernet on a data loader."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+
+@torch.no_grad()
+def accuracy(net: nn.Module, arch: dict, loader: DataLoader, device: torch.device | str = "cpu") -> float:
+    """Top-1 accuracy (0..1) of ``arch`` on ``loader``; leaves the net's mode and active arch as found."""
+    previous, was_training = net.active_arch, net.training
+    net.set_active(arch)
+    net.eval()
+    correct = total = 0
+    try:
+        for x, y in loader:
+            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+            correct += (net(x).argmax(dim=1) == y).sum().item()
+            total += y.numel()
+    finally:
+        net.set_active(previous)
+        net.train(was_training)
+    if total == 0:
+        raise ValueError("cannot measure accuracy on an empty loader")
+    return correct / total

@@ -1,0 +1,83 @@
+"""Depthwise convolution with elastic channels and elastic kernel size (Once-for-All)."""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .linear import _check_size
+
+
+class ElasticDepthwiseConv2d(nn.Conv2d):
+    """A depthwise ``kxk`` conv (``groups == channels``, no bias, same padding) whose subnets run
+    the first ``active_channels`` channels with any kernel size of ``kernel_sizes``.
+
+    A smaller kernel is the centre of the next larger one passed through a learned
+    ``k^2 x k^2`` transform, step by step (7 -> 5 -> 3 with 25x25 and 9x9 matrices, initialised to
+    the identity): the small kernels share the large kernel's weights yet can learn their own
+    distribution of them (OFA's kernel transformation).
+
+    Out of training, with autograd off, the transformed kernels are cached and recomputed only when
+    a weight changes (tensor version counters), so evaluating a subnet costs the conv alone.
+    """
+
+    def __init__(self, channels: int, kernel_sizes: Sequence[int], stride: int = 1):
+        sizes = tuple(sorted(set(kernel_sizes)))
+        if not sizes or any(k < 1 or k % 2 == 0 for k in sizes):
+            raise ValueError(f"kernel sizes must be odd and positive, got {list(kernel_sizes)}")
+        k = sizes[-1]
+        super().__init__(channels, channels, k, stride=stride, padding=k // 2, groups=channels, bias=False)
+        self.kernel_sizes = sizes
+        self.kernel_transforms = nn.ParameterDict({
+            f"{big}to{small}": nn.Parameter(torch.eye(small * small)) for small, big in zip(sizes, sizes[1:])})
+        self.active_channels, self.active_kernel_size = channels, k
+        self._cached_kernels: dict[int, tuple[tuple, torch.Tensor]] = {}
+
+    def set_active(self, channels: int, kernel_size: int) -> None:
+        if kernel_size not in self.kernel_sizes:
+            raise ValueError(f"kernel_size={kernel_size} is not one of {list(self.kernel_sizes)}")
+        self.active_channels = _check_size("channels", channels, self.in_channels)
+        self.active_kernel_size = int(kernel_size)
+
+    def kernel(self, kernel_size: int, channels: int | None = None) -> torch.Tensor:
+        """The ``(channels, 1, k, k)`` kernel of size ``kernel_size`` (all channels by default)."""
+        weight = self.weight if channels is None else self.weight[:channels]
+        big = self.kernel_sizes[-1]
+        for small in reversed(self.kernel_sizes[:-1]):
+            if small < kernel_size:
+                break
+            start = (big - small) // 2
+            centre = weight[:, :, start:start + small, start:start + small].reshape(-1, small * small)
+            weight = F.linear(centre, self.kernel_transforms[f"{big}to{small}"]).view(-1, 1, small, small)
+            big = small
+        return weight
+
+    def active_weight(self) -> torch.Tensor:
+        c, k = self.active_channels, self.active_kernel_size
+        if self.training or torch.is_grad_enabled() or k == self.kernel_sizes[-1]:
+            return self.kernel(k, c)
+        stamp = (self.weight.data_ptr(), self.weight._version,
+                 *((p.data_ptr(), p._version) for p in self.kernel_transforms.values()))
+        cached = self._cached_kernels.get(k)
+        if cached is None or cached[0] != stamp:
+            cached = (stamp, self.kernel(k))
+            self._cached_kernels[k] = cached
+        return cached[1][:c]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        k = self.active_kernel_size
+        return F.conv2d(x, self.active_weight(), None, self.stride, k // 2, self.dilation, self.active_channels)
+
+    def to_static(self) -> nn.Conv2d:
+        c, k = self.active_channels, self.active_kernel_size
+        static = nn.Conv2d(c, c, k, stride=self.stride, padding=k // 2, groups=c, bias=False,
+                           device=self.weight.device, dtype=self.weight.dtype)
+        with torch.no_grad():
+            static.weight.copy_(self.kernel(k, c))
+        return static
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + f", kernel_sizes={list(self.kernel_sizes)}, " \
+            f"active=({self.active_channels}, {self.active_kernel_size})"

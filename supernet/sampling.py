@@ -1,0 +1,102 @@
+"""Subnet samplers for supernet training.
+
+``uniform``: every choice of every unlocked entry equally likely, so most draws land in the middle
+of the MACs range and the extremes are rarely trained. ``complexity`` (AttentiveNAS-style): the MACs
+range is cut into K buckets, a bucket is drawn from a target distribution (uniform over buckets by
+default) and an arch is drawn inside it: each gene from its frequency among the bucket's archs in a
+reference pool, kept if it lands in the bucket (a bounded number of tries, then a pool arch of that
+bucket: never an unbounded loop).
+
+Both are stateless between steps: the trainer hands them a generator seeded from the step, so every
+rank draws the same subnet and a resumed run draws what the uninterrupted one would have.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .errors import ConfigError
+from .space import SearchSpace
+
+
+class UniformSampler:
+    kind = "uniform"
+
+    def __init__(self, space: SearchSpace, unlocked=None, seed: int = 0):
+        self.space, self.unlocked, self.seed = space, unlocked, seed
+
+    def sample(self, rng: np.random.Generator) -> dict:
+        return self.space.sample(rng, self.unlocked)
+
+    def state_dict(self) -> dict:
+        return {"kind": self.kind, "unlocked": sorted(self.unlocked or []), "seed": self.seed}
+
+
+class ComplexitySampler:
+    kind = "complexity"
+
+    def __init__(self, space: SearchSpace, unlocked=None, num_buckets: int = 8, weights=None,
+                 pool_size: int = 4000, max_tries: int = 50, seed: int = 0):
+        if num_buckets < 1:
+            raise ConfigError(f"num_buckets={num_buckets} must be >= 1")
+        self.space, self.unlocked, self.seed = space, unlocked, seed
+        self.num_buckets, self.pool_size, self.max_tries = num_buckets, pool_size, max_tries
+        rng = np.random.default_rng(seed)
+        pool = [space.largest(), space.smallest(unlocked)] + [space.sample(rng, unlocked) for _ in range(pool_size)]
+        macs = np.array([space.macs(a) for a in pool], dtype=np.float64)
+        self.edges = np.linspace(macs.min(), macs.max(), num_buckets + 1)
+        buckets = self.bucket_of(macs)
+        genes = np.stack([space.encode(a) for a in pool])
+        self._pool_genes = [genes[buckets == b] for b in range(num_buckets)]
+
+        target = np.ones(num_buckets) if weights is None else np.asarray(weights, dtype=np.float64)
+        if target.shape != (num_buckets,) or (target < 0).any() or target.sum() <= 0:
+            raise ConfigError(f"sampler.weights={weights!r} must be {num_buckets} non-negative numbers, not all zero")
+        self.target = target / target.sum()
+        # A bucket no arch of the space falls in (gaps in the MACs range) cannot be drawn.
+        filled = np.array([len(g) > 0 for g in self._pool_genes])
+        self.probs = np.where(filled, self.target, 0.0)
+        self.probs /= self.probs.sum()
+        # Per bucket and gene: the frequency of each choice among the bucket's pool archs, smoothed
+        # over the unlocked choices so that choices absent from the pool can still be drawn.
+        upper = space.gene_upper_bounds()
+        free = genes.max(axis=0) > genes.min(axis=0)
+        self._cdfs = []
+        for pool_genes in self._pool_genes:
+            cdf = []
+            for i, n in enumerate(upper + 1):
+                counts = np.bincount(pool_genes[:, i], minlength=n).astype(np.float64) if len(pool_genes) else np.ones(n)
+                if free[i]:
+                    counts += 0.5
+                cdf.append(np.cumsum(counts) / counts.sum())
+            self._cdfs.append(cdf)
+
+    def bucket_of(self, macs) -> np.ndarray:
+        return np.clip(np.searchsorted(self.edges, macs, side="right") - 1, 0, self.num_buckets - 1)
+
+    def sample(self, rng: np.random.Generator) -> dict:
+        b = int(rng.choice(self.num_buckets, p=self.probs))
+        cdf = self._cdfs[b]
+        for _ in range(self.max_tries):
+            u = rng.random(len(cdf))
+            arch = self.space.decode([int(np.searchsorted(c, x, side="right")) for c, x in zip(cdf, u, strict=True)])
+            if self.bucket_of(self.space.macs(arch)) == b:
+                return arch
+        pool = self._pool_genes[b]
+        return self.space.decode(pool[rng.integers(len(pool))])
+
+    def state_dict(self) -> dict:
+        return {"kind": self.kind, "unlocked": sorted(self.unlocked or []), "seed": self.seed,
+                "num_buckets": self.num_buckets, "weights": self.target.tolist(), "pool_size": self.pool_size,
+                "edges": self.edges.tolist()}
+
+
+SAMPLERS = {"uniform": UniformSampler, "complexity": ComplexitySampler}
+
+
+def create_sampler(kind: str, space: SearchSpace, unlocked=None, seed: int = 0, **options):
+    """``kind``: ``complexity`` (options ``num_buckets``, ``weights``) or ``uniform``."""
+    if kind not in SAMPLERS:
+        raise ConfigError(f"sampling={kind!r} is not a sampler; choose one of {', '.join(SAMPLERS)}")
+    if kind == "uniform":
+        return UniformSampler(space, unlocked, seed)
+    return ComplexitySampler(space, unlocked, seed=seed, **options)

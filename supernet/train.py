@@ -1,0 +1,430 @@
+"""Supernet training: ``python -m supernet.train +model=vit [data=cifar10 data.root=PATH] [key=value ...]``.
+
+Progressive shrinking (phases from the model config's ``schedule``), and at every step the sandwich
+rule with in-place distillation: the largest subnet learns from the labels, the phase's smallest and
+``sandwich.num_random`` sampled subnets learn from the largest's detached logits; their gradients
+add up into one optimizer step. The same script runs data-parallel under ``torchrun`` (every rank
+draws the same subnets: the draw is seeded from the step). Writes ``runs/train/<run>/``:
+``supernet.pt`` (every epoch end and on SIGINT/SIGTERM, atomically), ``metrics.csv``, ``tb/`` and
+``config.yaml``; ``resume=auto`` continues from ``supernet.pt``.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import math
+import os
+import signal
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as torch_dist
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader, Sampler
+
+from .checkpoint import SUPERNET_FORMAT, CheckpointError, atomic_write, load_checkpoint, save_checkpoint
+from .data import DataError, build_data
+from .errors import ConfigError
+from .evaluate import accuracy
+from .models import ModelConfigError, create_supernet_from_config
+from .models.vit import PretrainedWeightsError
+from .sampling import create_sampler
+from .schedule import Schedule
+from .space import ArchError
+
+CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
+
+
+# -- distributed ---------------------------------------------------------------------------------
+@dataclass
+class Dist:
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    @classmethod
+    def from_env(cls, device_kind: str) -> Dist:
+        """torchrun sets WORLD_SIZE/RANK/LOCAL_RANK; without them this is a single process."""
+        world = int(os.environ.get("WORLD_SIZE", 1))
+        if world == 1:
+            return cls()
+        torch_dist.init_process_group("nccl" if device_kind == "cuda" else "gloo")
+        return cls(torch_dist.get_rank(), world, int(os.environ.get("LOCAL_RANK", 0)))
+
+    def all_reduce_grads(self, net: nn.Module) -> None:
+        # Every rank ran the same subnets, so the same parameters hold gradients on every rank.
+        if self.world == 1:
+            return
+        grads = [p.grad for p in net.parameters() if p.grad is not None]
+        flat = torch.cat([g.reshape(-1) for g in grads])
+        torch_dist.all_reduce(flat)
+        flat /= self.world
+        offset = 0
+        for g in grads:
+            g.copy_(flat[offset: offset + g.numel()].view_as(g))
+            offset += g.numel()
+
+    def any(self, flag: bool) -> bool:
+        if self.world == 1:
+            return flag
+        t = torch.tensor([float(flag)])
+        torch_dist.all_reduce(t)
+        return bool(t.item() > 0)
+
+
+class EpochSampler(Sampler):
+    """A seeded permutation per epoch, sharded over ranks, that can start part way (resume)."""
+
+    def __init__(self, n: int, batch_size: int, seed: int, dist: Dist):
+        self.n, self.batch_size, self.seed, self.dist = n, batch_size, seed, dist
+        self.per_rank = n // dist.world
+        self.epoch, self.skip = 0, 0
+
+    def set_epoch(self, epoch: int, skip_batches: int = 0) -> None:
+        self.epoch, self.skip = epoch, skip_batches
+
+    def __iter__(self):
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        order = torch.randperm(self.n, generator=g)[self.dist.rank::self.dist.world][: self.per_rank]
+        return iter(order[self.skip * self.batch_size:].tolist())
+
+    def __len__(self) -> int:
+        return self.per_rank - self.skip * self.batch_size
+
+
+# -- one training step -----------------------------------------------------------------------------
+def kd_loss(student: torch.Tensor, teacher: torch.Tensor, temperature: float) -> torch.Tensor:
+    """KL(teacher || student) on temperature-softened distributions, scaled by T^2 (Hinton)."""
+    t = temperature
+    return F.kl_div(F.log_softmax(student / t, -1), F.log_softmax(teacher / t, -1), reduction="batchmean",
+                    log_target=True) * t * t
+
+
+def set_regularisation(net: nn.Module, enabled: bool) -> None:
+    """Only the largest subnet trains with dropout and drop-path (BigNAS): toggled by module mode."""
+    for m in net.modules():
+        if m.__class__.__name__ in ("DropPath", "Dropout"):
+            m.train(enabled)
+
+
+def sandwich_step(net: nn.Module, archs: list[dict], x: torch.Tensor, y: torch.Tensor, cfg) -> dict:
+    """Forward/backward of every arch (archs[0] is the teacher); gradients accumulate in ``.grad``."""
+    net.set_active(archs[0])
+    set_regularisation(net, True)
+    logits = net(x)
+    loss = F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing)
+    loss.backward()
+    teacher = logits.detach()
+    set_regularisation(net, False)
+    kd_total = 0.0
+    for arch in archs[1:]:
+        net.set_active(arch)
+        out = net(x)
+        kd = kd_loss(out, teacher, cfg.kd.temperature)
+        student_loss = cfg.kd.ratio * kd + (1 - cfg.kd.ratio) * F.cross_entropy(out, y)
+        student_loss.backward()
+        kd_total += kd.item()
+    set_regularisation(net, True)
+    return {"loss": loss.item(), "kd": kd_total / max(len(archs) - 1, 1)}
+
+
+def sandwich_archs(space, sampler, unlocked, num_random: int, rng: np.random.Generator) -> list[dict]:
+    """Largest, the phase's smallest, then ``num_random`` sampled archs; only the largest when the
+    phase unlocks nothing (the full network is trained first)."""
+    largest = space.largest()
+    if not unlocked:
+        return [largest]
+    return [largest, space.smallest(unlocked)] + [sampler.sample(rng) for _ in range(num_random)]
+
+
+def param_groups(net: nn.Module, weight_decay: float) -> list[dict]:
+    """No weight decay on norms, biases and embeddings (BigNAS, timm)."""
+    skip = set(getattr(net, "no_weight_decay", lambda: set())())
+    decay, no_decay = [], []
+    for name, p in net.named_parameters():
+        (no_decay if p.ndim <= 1 or name in skip else decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+# -- state, checkpoints, logs ----------------------------------------------------------------------
+@dataclass
+class TrainState:
+    epoch: int = 0           # the epoch being (or next to be) trained
+    step: int = 0            # optimizer steps since the start
+    step_in_epoch: int = 0   # steps done in ``epoch`` (non-zero after an interrupt)
+    history: list = field(default_factory=list)  # one metrics row per finished epoch
+
+
+class StopRequested:
+    """SIGINT/SIGTERM set a flag; the loop saves a checkpoint after the current step and exits."""
+
+    def __init__(self):
+        self.signal: int | None = None
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, self._handle)
+
+    def _handle(self, signum, frame):
+        self.signal = signum
+
+
+def checkpoint_dict(net, optimizer, schedule, state: TrainState, sampler, cfg_container: dict,
+                    final: dict | None = None) -> dict:
+    epoch = min(state.epoch, schedule.total_epochs - 1)
+    phase = schedule.phase_index(epoch)
+    return {
+        "format": SUPERNET_FORMAT, "version": 1, "model": dict(net.config), "space": net.space.to_dict(),
+        "state_dict": net.state_dict(),
+        "train_state": {"phase": phase, "phase_name": schedule.phases[phase].name, "epoch": state.epoch,
+                        "step": state.step, "step_in_epoch": state.step_in_epoch,
+                        "optimizer": optimizer.state_dict(),
+                        "scheduler": {"kind": "progressive-shrinking-cosine", "step": state.step},
+                        "rng": {"torch": torch.get_rng_state()},
+                        "sampler": None if sampler is None else sampler.state_dict(),
+                        "complete": state.epoch >= schedule.total_epochs},
+        "metrics": {"history": state.history, **({"final": final} if final else {})},
+        "config": cfg_container,
+    }
+
+
+def write_metrics_csv(rows: list[dict], path: Path) -> None:
+    if not rows:
+        return
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(rows[0]))
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write(path, lambda f: f.write(buffer.getvalue()), mode="w")
+
+
+def print_table(rows: list[dict]) -> None:
+    print(f"{'subnet':10} {'MACs':>10} {'params':>9} {'test acc':>9}")
+    for r in rows:
+        print(f"{r['subnet']:10} {r['macs'] / 1e6:9.2f}M {r['params'] / 1e3:8.1f}K {100 * r['accuracy']:8.2f}%")
+
+
+# -- the run ---------------------------------------------------------------------------------------
+def known_models() -> list[str]:
+    return sorted(p.stem for p in (CONF_DIR / "model").glob("*.yaml"))
+
+
+def pick_device(name: str, dist: Dist) -> torch.device:
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError("device=cuda but no CUDA device is available; use device=cpu or device=auto")
+        return torch.device("cuda", dist.local_rank)
+    if name != "cpu":
+        raise ConfigError(f"device={name!r}; allowed: auto, cpu, cuda")
+    return torch.device("cpu")
+
+
+def run(cfg) -> dict:
+    """Trains (or resumes) the supernet of ``cfg``; returns the final metrics."""
+    from omegaconf import OmegaConf
+    from torch.utils.tensorboard import SummaryWriter
+    from tqdm import tqdm
+
+    device_kind = "cuda" if cfg.device == "cuda" or (cfg.device == "auto" and torch.cuda.is_available()) else "cpu"
+    dist = Dist.from_env(device_kind)
+    device = pick_device(cfg.device, dist)
+    torch.manual_seed(cfg.seed)
+    cfg_container = OmegaConf.to_container(cfg, resolve=True)
+
+    data_cfg = dict(cfg_container["data"])
+    data = build_data(data_cfg.pop("name"), **data_cfg)
+    model_cfg = dict(cfg_container["model"])
+    schedule_cfg = model_cfg.pop("schedule", None)
+    if not schedule_cfg:
+        raise ConfigError("the model config has no 'schedule' (the progressive-shrinking phases)")
+    if model_cfg.get("in_chans", data.in_chans) != data.in_chans:
+        raise ConfigError(f"model.in_chans={model_cfg['in_chans']} but data={cfg.data.name} has {data.in_chans} "
+                         "channels")
+    net = create_supernet_from_config(model_cfg, num_classes=data.num_classes).to(device)
+    space = net.space
+
+    bs = cfg.batch_size
+    epoch_sampler = EpochSampler(len(data.train), bs, cfg.seed, dist)
+    # The loader draws its workers' base seed from its own generator, not the global RNG, so that a run
+    # resumed mid-epoch continues the global RNG (augmentation, drop-path) exactly where it stopped.
+    loader = DataLoader(data.train, batch_size=bs, sampler=epoch_sampler, drop_last=True,
+                        num_workers=cfg.num_workers, pin_memory=device.type == "cuda",
+                        generator=torch.Generator().manual_seed(cfg.seed))
+    steps_per_epoch = epoch_sampler.per_rank // bs
+    if cfg.max_steps_per_epoch:
+        steps_per_epoch = min(steps_per_epoch, cfg.max_steps_per_epoch)
+    if steps_per_epoch < 1:
+        raise ConfigError(f"batch_size={bs} is larger than the {epoch_sampler.per_rank} training images per rank")
+    val_loader = DataLoader(data.val, batch_size=cfg.eval_batch_size, num_workers=cfg.num_workers)
+    test_loader = DataLoader(data.test, batch_size=cfg.eval_batch_size, num_workers=cfg.num_workers)
+    schedule = Schedule(schedule_cfg, steps_per_epoch, space.keys, cfg.min_lr_ratio)
+    optimizer = torch.optim.AdamW(param_groups(net, cfg.weight_decay), lr=schedule.phases[0].lr,
+                                  betas=tuple(cfg.betas))
+
+    run_dir = Path(cfg.out_dir) / cfg.run_name
+    ckpt_path = run_dir / "supernet.pt"
+    state = TrainState()
+    resume_from = {"auto": ckpt_path if ckpt_path.exists() else None, "never": None}.get(cfg.resume, cfg.resume)
+    if resume_from is not None:
+        ckpt = load_checkpoint(resume_from, SUPERNET_FORMAT)
+        if ckpt["model"] != net.config:
+            raise CheckpointError(f"{str(resume_from)!r} holds a supernet of another config ({ckpt['model']}); "
+                                  "choose another run_name or resume=never")
+        net.load_state_dict(ckpt["state_dict"])
+        optimizer.load_state_dict(ckpt["train_state"]["optimizer"])
+        ts = ckpt["train_state"]
+        state = TrainState(ts["epoch"], ts["step"], ts["step_in_epoch"], list(ckpt["metrics"]["history"]))
+        torch.set_rng_state(ts["rng"]["torch"])
+        if dist.main:
+            print(f"resuming {resume_from} at epoch {state.epoch}, step {state.step}")
+        if ts["complete"] and "final" in ckpt["metrics"]:
+            if dist.main:
+                print(f"{ckpt_path} is already trained ({schedule.total_epochs} epochs); final test accuracy:")
+                print_table(ckpt["metrics"]["final"]["subnets"])
+            return ckpt["metrics"]["final"]
+
+    writer = None
+    if dist.main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write(run_dir / "config.yaml", lambda f: f.write(OmegaConf.to_yaml(cfg)), mode="w")
+        writer = SummaryWriter(str(run_dir / "tb"), purge_step=state.step)
+        print(f"training {net.config['name']} supernet ({space.cardinality():.3g} subnets, MACs "
+              f"{space.macs(space.smallest()) / 1e6:.2f}M..{space.macs(space.largest()) / 1e6:.2f}M) on "
+              f"{cfg.data.name} ({len(data.train)} train images), {schedule.total_epochs} epochs x "
+              f"{steps_per_epoch} steps, world size {dist.world}, device {device} -> {run_dir}")
+
+    def save(sampler, final=None):
+        if dist.main:
+            save_checkpoint(checkpoint_dict(net, optimizer, schedule, state, sampler, cfg_container, final), ckpt_path)
+
+    stop = StopRequested()
+    sampler, sampler_phase = None, None
+    net.train()
+    for epoch in range(state.epoch, schedule.total_epochs):
+        phase_index = schedule.phase_index(epoch)
+        phase, unlocked = schedule.phases[phase_index], schedule.unlocked(phase_index)
+        if sampler_phase != phase_index:  # the sampler's buckets cover the phase's MACs range
+            sampler = create_sampler(cfg.sampling, space, unlocked, seed=cfg.seed, **(
+                {} if cfg.sampling == "uniform" else dict(cfg.sampler)))
+            sampler_phase = phase_index
+        epoch_sampler.set_epoch(epoch, state.step_in_epoch)
+        sums, count, seen, start = {"loss": 0.0, "kd": 0.0}, 0, 0, time.perf_counter()
+        bar = tqdm(total=steps_per_epoch, initial=state.step_in_epoch, disable=None if dist.main else True, leave=False,
+                   desc=f"epoch {epoch + 1}/{schedule.total_epochs} [{phase.name}]", dynamic_ncols=True)
+        for x, y in loader:
+            if state.step_in_epoch >= steps_per_epoch:
+                break
+            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+            lr = schedule.lr(state.step)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            archs = sandwich_archs(space, sampler, unlocked, cfg.sandwich.num_random,
+                                   np.random.default_rng([cfg.seed, state.step]))
+            losses = sandwich_step(net, archs, x, y, cfg)
+            dist.all_reduce_grads(net)
+            if cfg.grad_clip:
+                nn.utils.clip_grad_norm_(net.parameters(), cfg.grad_clip)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            state.step += 1
+            state.step_in_epoch += 1
+            for k in sums:
+                sums[k] += losses[k]
+            count += 1
+            seen += x.shape[0] * dist.world * len(archs)
+            bar.update(1)
+            bar.set_postfix(loss=f"{losses['loss']:.3f}", kd=f"{losses['kd']:.3f}", lr=f"{lr:.2e}",
+                            img_s=f"{seen / (time.perf_counter() - start):.0f}")
+            if writer is not None and state.step % 10 == 0:
+                writer.add_scalar("train/loss_largest", losses["loss"], state.step)
+                writer.add_scalar("train/kd", losses["kd"], state.step)
+                writer.add_scalar("train/lr", lr, state.step)
+            if dist.any(stop.signal is not None):
+                bar.close()
+                save(sampler)
+                if dist.main:
+                    print(f"stopped by signal at epoch {epoch + 1}, step {state.step}: checkpoint {ckpt_path}; "
+                          "run the same command again to resume")
+                sys.exit(128 + (stop.signal or signal.SIGTERM))
+        bar.close()
+        state.epoch, state.step_in_epoch = epoch + 1, 0
+        if dist.main:
+            elapsed = time.perf_counter() - start
+            acc_l = accuracy(net, space.largest(), val_loader, device)
+            acc_s = accuracy(net, space.smallest(unlocked), val_loader, device)
+            row = {"epoch": epoch + 1, "phase": phase.name, "lr": round(lr, 8),
+                   "loss": round(sums["loss"] / max(count, 1), 5), "kd": round(sums["kd"] / max(count, 1), 5),
+                   "val_acc_largest": round(acc_l, 5), "val_acc_smallest": round(acc_s, 5),
+                   "epoch_s": round(elapsed, 2), "img_per_s": round(seen / elapsed, 1)}
+            state.history.append(row)
+            print(f"epoch {epoch + 1:3d}/{schedule.total_epochs} [{phase.name}] loss {row['loss']:.4f} "
+                  f"kd {row['kd']:.4f} lr {lr:.2e} | val acc largest {100 * acc_l:.2f}% smallest "
+                  f"{100 * acc_s:.2f}% | {row['img_per_s']:.0f} img/s")
+            for key in ("loss", "kd", "val_acc_largest", "val_acc_smallest"):
+                writer.add_scalar(f"epoch/{key}", row[key], state.step)
+            write_metrics_csv(state.history, run_dir / "metrics.csv")
+        save(sampler)
+
+    final = None
+    if dist.main:
+        final = final_evaluation(net, test_loader, device, cfg.seed, cfg.num_eval_subnets)
+        print("final test accuracy:")
+        print_table(final["subnets"])
+        save(sampler, final)
+        writer.close()
+        print(f"supernet: {ckpt_path}")
+    check_ranks_agree(net, dist)
+    return final
+
+
+def final_evaluation(net: nn.Module, loader: DataLoader, device, seed: int, num_random: int) -> dict:
+    space, rng = net.space, np.random.default_rng([seed, 2**31 - 1])
+    named = [("largest", space.largest()), ("smallest", space.smallest())]
+    named += [(f"random{i + 1}", space.sample(rng)) for i in range(num_random)]
+    rows = [{"subnet": name, "arch": arch, "macs": space.macs(arch), "params": space.params(arch),
+             "accuracy": round(accuracy(net, arch, loader, device), 5)} for name, arch in named]
+    return {"split": "test", "subnets": rows}
+
+
+def check_ranks_agree(net: nn.Module, dist: Dist) -> None:
+    """All ranks must hold the same weights at the end; a mismatch means they drew different subnets."""
+    if dist.world == 1:
+        return
+    checksum = torch.stack([p.detach().double().sum() for p in net.parameters()]).sum().cpu().reshape(1)
+    gathered = [torch.zeros_like(checksum) for _ in range(dist.world)]
+    torch_dist.all_gather(gathered, checksum)
+    if not all(torch.allclose(g, gathered[0], rtol=1e-9, atol=0) for g in gathered):
+        raise RuntimeError(f"ranks diverged: weight checksums {[g.item() for g in gathered]}")
+    torch_dist.destroy_process_group()
+
+
+USER_ERRORS = (ArchError, CheckpointError, ConfigError, DataError, ModelConfigError, PretrainedWeightsError)
+
+
+def main() -> None:
+    import hydra
+    from omegaconf import DictConfig
+
+    @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="train")
+    def _main(cfg: DictConfig) -> None:
+        if "model" not in cfg:
+            sys.exit(f"error: choose a model with +model=NAME; models: {', '.join(known_models())}")
+        try:
+            run(cfg)
+        except USER_ERRORS as err:
+            sys.exit(f"error: {err}")
+
+    _main()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,191 @@
+import csv
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+from scipy.stats import chisquare
+
+from conftest import ROOT
+from supernet.checkpoint import CheckpointError, load_checkpoint, load_supernet, save_checkpoint
+from supernet.errors import ConfigError
+from supernet.sampling import ComplexitySampler, UniformSampler, create_sampler
+from supernet.schedule import Schedule
+from supernet.train import sandwich_archs
+
+PHASES = [{"name": "largest", "epochs": 2, "lr": 1e-3, "unlock": ["resolution"]},
+          {"name": "depth", "epochs": 1, "lr": 5e-4, "unlock": ["depth"]},
+          {"name": "width", "epochs": 2, "lr": 5e-4, "unlock": ["num_heads", "mlp_ratio", "embed_dim"]}]
+# Three short phases for the command-line tests (hydra override syntax).
+TINY_SCHEDULE = ("model.schedule=[{name:largest,epochs:1,lr:0.002,unlock:[resolution]},"
+                 "{name:depth,epochs:1,lr:0.001,unlock:[depth]},"
+                 "{name:width,epochs:2,lr:0.001,unlock:[num_heads,mlp_ratio,embed_dim]}]")
+
+
+def test_each_phase_samples_only_the_dimensions_it_has_unlocked(digits_vit):
+    space = digits_vit.space
+    schedule = Schedule(PHASES, steps_per_epoch=10, dims=space.keys)
+    assert schedule.total_epochs == 5
+    assert [schedule.phase_index(e) for e in range(5)] == [0, 0, 1, 2, 2]
+    largest = space.largest()
+    rng = np.random.default_rng(0)
+    seen = [set(), set(), set()]
+    for phase in range(3):
+        unlocked = schedule.unlocked(phase)
+        sampler = create_sampler("complexity", space, unlocked, pool_size=300)
+        for _ in range(60):
+            for arch in sandwich_archs(space, sampler, unlocked, 2, rng):
+                changed = {k for k in arch if arch[k] != largest[k]}
+                assert changed <= set(unlocked), (phase, changed)
+                seen[phase] |= changed
+    assert seen == [{"resolution"}, {"resolution", "depth"},
+                    {"resolution", "depth", "num_heads", "mlp_ratio", "embed_dim"}]
+    # a phase that unlocks nothing trains the full network alone
+    assert sandwich_archs(space, None, (), 2, rng) == [largest]
+
+
+def test_learning_rate_warms_up_then_decays_to_the_floor_in_each_phase(digits_vit):
+    phases = [dict(PHASES[0], warmup_epochs=1), *PHASES[1:]]
+    s = Schedule(phases, steps_per_epoch=10, dims=digits_vit.space.keys, min_lr_ratio=0.1)
+    assert s.lr(0) == pytest.approx(1e-4) and s.lr(9) == pytest.approx(1e-3)
+    assert s.lr(10) == pytest.approx(1e-3) and 1e-4 < s.lr(19) < 1.3e-4  # cosine towards the 0.1 floor
+    assert s.lr(20) == pytest.approx(5e-4)  # the depth phase restarts at its own rate
+    assert 5e-5 < s.lr(49) < 5.5e-5
+    decay = [s.lr(i) for i in range(30, 50)]
+    assert all(a >= b for a, b in zip(decay, decay[1:], strict=False))
+
+
+def test_schedule_rejects_bad_phases(digits_vit):
+    with pytest.raises(ConfigError, match="unlocks 'kernel'.*not a dimension"):
+        Schedule([{"name": "k", "epochs": 1, "lr": 1e-3, "unlock": ["kernel"]}], 10, digits_vit.space.keys)
+    with pytest.raises(ConfigError, match="unknown key 'epoch'"):
+        Schedule([{"name": "k", "epoch": 1, "lr": 1e-3}], 10, digits_vit.space.keys)
+
+
+def test_complexity_sampling_matches_its_target_histogram_and_uniform_does_not(digits_vit):
+    space = digits_vit.space
+    complexity = ComplexitySampler(space, num_buckets=8, seed=0)
+    uniform = UniformSampler(space)
+    rng = np.random.default_rng(1)
+    expected = complexity.probs * 2000
+    hist_c = np.bincount(complexity.bucket_of([space.macs(complexity.sample(rng)) for _ in range(2000)]),
+                         minlength=8)
+    hist_u = np.bincount(complexity.bucket_of([space.macs(uniform.sample(rng)) for _ in range(2000)]), minlength=8)
+    assert chisquare(hist_c, expected).pvalue > 0.01
+    assert chisquare(hist_u, expected).pvalue < 1e-6
+    # a skewed target is followed too
+    weights = [8, 4, 2, 1, 1, 1, 1, 1]
+    skewed = ComplexitySampler(space, num_buckets=8, weights=weights, seed=0)
+    hist_s = np.bincount(skewed.bucket_of([space.macs(skewed.sample(rng)) for _ in range(2000)]), minlength=8)
+    assert chisquare(hist_s, skewed.probs * 2000).pvalue > 0.01
+
+
+def test_sampler_rejects_bad_options(digits_vit):
+    with pytest.raises(ConfigError, match="sampling='fancy' is not a sampler; choose one of uniform, complexity"):
+        create_sampler("fancy", digits_vit.space)
+    with pytest.raises(ConfigError, match="sampler.weights"):
+        create_sampler("complexity", digits_vit.space, weights=[1, 2], pool_size=100)
+
+
+def test_failed_save_never_replaces_the_previous_checkpoint(tmp_path, monkeypatch):
+    path = save_checkpoint({"format": "ofa-nas/supernet", "step": 1}, tmp_path / "supernet.pt")
+    good = path.read_bytes()
+
+    def crash(obj, f):
+        f.write(b"partial")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(torch, "save", crash)
+    with pytest.raises(OSError, match="disk full"):
+        save_checkpoint({"format": "ofa-nas/supernet", "step": 2}, path)
+    assert path.read_bytes() == good
+    assert [p.name for p in tmp_path.iterdir()] == ["supernet.pt"]
+
+
+# -- the command line (subprocesses, as a user runs it) --------------------------------------------
+def train_cmd(tmp_path, *overrides, run_name="r"):
+    return [sys.executable, "-m", "supernet.train", "+model=vit", f"out_dir={tmp_path}", f"run_name={run_name}",
+            "max_steps_per_epoch=4", "batch_size=16", "sampler.pool_size=200", "num_eval_subnets=1",
+            TINY_SCHEDULE, *overrides]
+
+
+def env():
+    return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+
+
+def test_cli_without_model_lists_the_models():
+    proc = subprocess.run([sys.executable, "-m", "supernet.train"], capture_output=True, text=True, cwd=ROOT,
+                          env=env(), timeout=300)
+    assert proc.returncode != 0
+    assert "choose a model with +model=NAME; models: vit" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_cli_rejects_a_bad_option_in_one_line(tmp_path):
+    proc = subprocess.run(train_cmd(tmp_path, "sampling=fancy"), capture_output=True, text=True, cwd=ROOT,
+                          env=env(), timeout=300)
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines()[-1] == ("error: sampling='fancy' is not a sampler; "
+                                                    "choose one of uniform, complexity")
+
+
+def test_interrupted_and_resumed_run_ends_with_the_same_weights(tmp_path):
+    subprocess.run(train_cmd(tmp_path, run_name="straight"), check=True, cwd=ROOT, env=env(), timeout=600,
+                   capture_output=True)
+    run_dir = tmp_path / "broken"
+    proc = subprocess.Popen(train_cmd(tmp_path, run_name="broken"), cwd=ROOT, env=env(), stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT)
+    deadline = time.time() + 300
+    while not (run_dir / "metrics.csv").exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGTERM)  # during the second epoch
+    out = proc.communicate(timeout=300)[0].decode()
+    assert proc.returncode == 128 + signal.SIGTERM, out[-2000:]
+    stopped = load_checkpoint(run_dir / "supernet.pt", "ofa-nas/supernet")["train_state"]
+    assert stopped["epoch"] == 1 and not stopped["complete"]
+
+    subprocess.run(train_cmd(tmp_path, run_name="broken"), check=True, cwd=ROOT, env=env(), timeout=600,
+                   capture_output=True)
+    straight = load_checkpoint(tmp_path / "straight" / "supernet.pt", "ofa-nas/supernet")
+    resumed = load_checkpoint(run_dir / "supernet.pt", "ofa-nas/supernet")
+    assert resumed["train_state"]["step"] == straight["train_state"]["step"] == 5 * 4
+    for key, value in straight["state_dict"].items():
+        assert torch.equal(value, resumed["state_dict"][key]), key
+    rows = list(csv.DictReader((run_dir / "metrics.csv").open()))
+    assert [r["epoch"] for r in rows] == ["1", "2", "3", "4"]  # no row lost or repeated by the interrupt
+    assert [r["phase"] for r in rows] == ["largest", "depth", "width", "width"]
+    assert math.isclose(float(rows[-1]["loss"]), resumed["metrics"]["history"][-1]["loss"])
+    assert (run_dir / "tb").is_dir() and any((run_dir / "tb").iterdir())
+    final = resumed["metrics"]["final"]["subnets"]
+    assert [r["subnet"] for r in final] == ["largest", "smallest", "random1"]
+    net = load_supernet(run_dir / "supernet.pt")
+    assert net.space.validate(final[0]["arch"]) == net.space.largest()
+
+
+def test_corrupt_checkpoint_is_reported_and_left_alone(tmp_path):
+    run_dir = tmp_path / "r"
+    run_dir.mkdir()
+    (run_dir / "supernet.pt").write_bytes(b"not a checkpoint")
+    proc = subprocess.run(train_cmd(tmp_path), capture_output=True, text=True, cwd=ROOT, env=env(), timeout=300)
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    assert "truncated or corrupt" in proc.stderr
+    assert (run_dir / "supernet.pt").read_bytes() == b"not a checkpoint"
+    with pytest.raises(CheckpointError):
+        load_supernet(run_dir / "supernet.pt")
+
+
+def test_torchrun_two_cpu_processes_train_the_same_subnets(tmp_path):
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29531",
+           "-m", "supernet.train"] + train_cmd(tmp_path, "device=cpu")[3:]
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=env(), timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    # every rank checks at the end that all ranks hold the same weights (check_ranks_agree)
+    ckpt = load_checkpoint(tmp_path / "r" / "supernet.pt", "ofa-nas/supernet")
+    assert ckpt["train_state"]["complete"] and ckpt["train_state"]["step"] == 5 * 4
+    assert proc.stdout.count("final test accuracy") == 1  # only rank 0 reports and writes
+    assert sorted(p.name for p in (tmp_path / "r").iterdir()) == ["config.yaml", "metrics.csv", "supernet.pt", "tb"]
