@@ -23,10 +23,13 @@ lint: $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/python -m supernet.train +model=vit
-	$(BIN)/python scripts/demo_export.py
+	$(BIN)/python -m supernet.export runs/train/vit-digits/supernet.pt --out runs/demo/subnets
 
 bench: $(STAMP)
 	$(BIN)/python scripts/bench_elastic.py
+	$(BIN)/python scripts/bench_train.py
+	$(BIN)/python scripts/bench_standalone.py
+	$(BIN)/python scripts/bench_sampling.py
 
 clean:
 	rm -rf $(VENV) runs outputs

@@ -90,11 +90,12 @@ def load_checkpoint(path: str | os.PathLike, fmt: str) -> dict:
 
 
 def load_supernet(path: str | os.PathLike):
-    """Rebuilds a trained supernet from ``supernet.pt``; its training metrics are on ``.metrics``."""
+    """Rebuilds a trained supernet from ``supernet.pt`` (eval mode); its training metrics are on
+    ``.metrics`` and the training run's config (data included) on ``.train_config``."""
     from .models import create_supernet_from_config
 
     ckpt = load_checkpoint(path, SUPERNET_FORMAT)
     net = create_supernet_from_config(ckpt["model"])
     net.load_state_dict(ckpt["state_dict"])
-    net.metrics = ckpt.get("metrics", {})
+    net.metrics, net.train_config = ckpt.get("metrics", {}), ckpt.get("config", {})
     return net.eval()

@@ -103,3 +103,54 @@ def load_subnet(path: str | os.PathLike) -> nn.Module:
     static.load_state_dict(ckpt["state_dict"])
     static.arch, static.model_config = ckpt["arch"], ckpt["model"]
     return static.eval()
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m supernet.export SUPERNET [--arch largest|smallest|median|JSON ...] [--out DIR]``:
+    exports subnets of a trained supernet, with their test accuracy, MACs and params in arch.json."""
+    import argparse
+    import json
+    import sys
+
+    import numpy as np
+    from torch.utils.data import DataLoader
+
+    from .checkpoint import CheckpointError, load_supernet
+    from .data import build_data
+    from .evaluate import accuracy
+    from .space import ArchError
+
+    parser = argparse.ArgumentParser(prog="python -m supernet.export", description=main.__doc__)
+    parser.add_argument("supernet", help="path of a trained supernet.pt")
+    parser.add_argument("--arch", nargs="+", default=["largest", "median", "smallest"],
+                        help="largest, smallest, median (median MACs of 200 sampled) or an arch as JSON")
+    parser.add_argument("--out", default=None, help="output folder (default: <supernet dir>/subnets)")
+    args = parser.parse_args(argv)
+    try:
+        net = load_supernet(args.supernet)
+        space = net.space
+        named = {"largest": space.largest(), "smallest": space.smallest()}
+        rng = np.random.default_rng(0)
+        named["median"] = sorted((space.sample(rng) for _ in range(200)), key=space.macs)[100]
+        archs = []
+        for text in args.arch:
+            try:
+                arch = named[text] if text in named else json.loads(text)
+            except json.JSONDecodeError:
+                raise ArchError("--arch", text, "largest, smallest, median or an arch as JSON") from None
+            archs.append((text if text in named else f"arch{len(archs)}", space.validate(arch)))
+    except (ArchError, CheckpointError) as err:
+        sys.exit(f"error: {err}")
+    data_cfg = dict(net.train_config["data"])
+    test = DataLoader(build_data(data_cfg.pop("name"), **data_cfg).test, batch_size=256)
+    out = Path(args.out) if args.out else Path(args.supernet).parent / "subnets"
+    print(f"{'subnet':10} {'MACs':>10} {'params':>9} {'test acc':>9}  folder")
+    for name, arch in archs:
+        metrics = {"accuracy": accuracy(net, arch, test), "macs": space.macs(arch), "params": space.params(arch)}
+        folder = save_subnet(net, arch, out / name, metrics=metrics, supernet_path=args.supernet)
+        print(f"{name:10} {metrics['macs'] / 1e6:9.2f}M {metrics['params'] / 1e3:8.1f}K "
+              f"{100 * metrics['accuracy']:8.2f}%  {folder}")
+
+
+if __name__ == "__main__":
+    main()

@@ -64,10 +64,10 @@ class ComplexitySampler:
         for pool_genes in self._pool_genes:
             cdf = []
             for i, n in enumerate(upper + 1):
-                counts = np.bincount(pool_genes[:, i], minlength=n).astype(np.float64) if len(pool_genes) else np.ones(n)
+                counts = np.bincount(pool_genes[:, i], minlength=n).astype(np.float64)
                 if free[i]:
                     counts += 0.5
-                cdf.append(np.cumsum(counts) / counts.sum())
+                cdf.append(np.cumsum(counts) / (counts.sum() or 1.0))  # (an empty bucket is never drawn)
             self._cdfs.append(cdf)
 
     def bucket_of(self, macs) -> np.ndarray:

@@ -9,8 +9,8 @@ global step, so a resumed run needs only the step.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 from .errors import ConfigError
 
@@ -42,7 +42,8 @@ class Schedule:
         for p in self.phases:
             unknown = sorted(set(p.unlock) - set(dims))
             if unknown:
-                raise ConfigError(f"phase {p.name!r} unlocks {unknown[0]!r}, not a dimension of the space: {list(dims)}")
+                raise ConfigError(f"phase {p.name!r} unlocks {unknown[0]!r}, not a dimension of the space: "
+                                  f"{list(dims)}")
             if p.epochs < 1 or p.lr <= 0:
                 raise ConfigError(f"phase {p.name!r} needs epochs >= 1 and lr > 0 (got {p.epochs}, {p.lr})")
         self.steps_per_epoch, self.min_lr_ratio = steps_per_epoch, min_lr_ratio

@@ -12,12 +12,11 @@ from __future__ import annotations
 
 import csv
 import io
-import math
 import os
 import signal
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np

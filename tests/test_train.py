@@ -9,9 +9,9 @@ import time
 import numpy as np
 import pytest
 import torch
+from conftest import ROOT
 from scipy.stats import chisquare
 
-from conftest import ROOT
 from supernet.checkpoint import CheckpointError, load_checkpoint, load_supernet, save_checkpoint
 from supernet.errors import ConfigError
 from supernet.sampling import ComplexitySampler, UniformSampler, create_sampler
@@ -122,7 +122,7 @@ def test_cli_without_model_lists_the_models():
     proc = subprocess.run([sys.executable, "-m", "supernet.train"], capture_output=True, text=True, cwd=ROOT,
                           env=env(), timeout=300)
     assert proc.returncode != 0
-    assert "choose a model with +model=NAME; models: vit" in proc.stderr
+    assert "choose a model with +model=NAME; models: " in proc.stderr and ", vit," in proc.stderr
     assert "Traceback" not in proc.stderr
 
 
@@ -153,7 +153,7 @@ def test_interrupted_and_resumed_run_ends_with_the_same_weights(tmp_path):
                    capture_output=True)
     straight = load_checkpoint(tmp_path / "straight" / "supernet.pt", "ofa-nas/supernet")
     resumed = load_checkpoint(run_dir / "supernet.pt", "ofa-nas/supernet")
-    assert resumed["train_state"]["step"] == straight["train_state"]["step"] == 5 * 4
+    assert resumed["train_state"]["step"] == straight["train_state"]["step"] == 4 * 4
     for key, value in straight["state_dict"].items():
         assert torch.equal(value, resumed["state_dict"][key]), key
     rows = list(csv.DictReader((run_dir / "metrics.csv").open()))
@@ -186,6 +186,6 @@ def test_torchrun_two_cpu_processes_train_the_same_subnets(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     # every rank checks at the end that all ranks hold the same weights (check_ranks_agree)
     ckpt = load_checkpoint(tmp_path / "r" / "supernet.pt", "ofa-nas/supernet")
-    assert ckpt["train_state"]["complete"] and ckpt["train_state"]["step"] == 5 * 4
+    assert ckpt["train_state"]["complete"] and ckpt["train_state"]["step"] == 4 * 4
     assert proc.stdout.count("final test accuracy") == 1  # only rank 0 reports and writes
     assert sorted(p.name for p in (tmp_path / "r").iterdir()) == ["config.yaml", "metrics.csv", "supernet.pt", "tb"]
