@@ -10,7 +10,6 @@ alike, and the ratio of medians is reported. Also times ``space.macs`` over 10,0
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import statistics
 import sys
@@ -27,7 +26,9 @@ sys.path.insert(0, str(ROOT))
 from supernet import create_supernet_from_config  # noqa: E402
 from supernet.checkpoint import save_json  # noqa: E402
 
-CONFIGS = {"vit (digits)": ("vit", {}), "vit_tiny @224": ("vit_tiny", {"pretrained": None})}
+CONFIGS = {"vit (digits)": ("vit", {}), "vit_tiny @224": ("vit_tiny", {"pretrained": None}),
+           "mbv3 (digits)": ("mobilenetv3", {}), "mbv3_w10 @224": ("mobilenetv3_w10", {}),
+           "resnet (digits)": ("resnet", {}), "resnet50 @224": ("resnet50", {})}
 
 
 def median_arch(space, n: int = 200, seed: int = 0) -> dict:

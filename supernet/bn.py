@@ -49,7 +49,7 @@ def recalibrate_bn(net: nn.Module, arch: dict, loader: Iterable, num_batches: in
             net(images.to(device))
             seen += len(images)
     finally:
-        for m, (momentum, count) in zip(norms, saved):
+        for m, (momentum, count) in zip(norms, saved, strict=True):
             m.momentum = momentum
             m.num_batches_tracked.copy_(count)
         for m, training in modes.items():

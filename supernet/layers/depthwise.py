@@ -2,11 +2,13 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from itertools import pairwise
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .cache import InferenceCache
 from .linear import _check_size
 
 
@@ -19,8 +21,8 @@ class ElasticDepthwiseConv2d(nn.Conv2d):
     the identity): the small kernels share the large kernel's weights yet can learn their own
     distribution of them (OFA's kernel transformation).
 
-    Out of training, with autograd off, the transformed kernels are cached and recomputed only when
-    a weight changes (tensor version counters), so evaluating a subnet costs the conv alone.
+    With autograd off the active kernel is cached (``InferenceCache``) and recomputed only when the
+    active size or a weight changes, so evaluating a subnet costs the conv alone.
     """
 
     def __init__(self, channels: int, kernel_sizes: Sequence[int], stride: int = 1):
@@ -31,9 +33,9 @@ class ElasticDepthwiseConv2d(nn.Conv2d):
         super().__init__(channels, channels, k, stride=stride, padding=k // 2, groups=channels, bias=False)
         self.kernel_sizes = sizes
         self.kernel_transforms = nn.ParameterDict({
-            f"{big}to{small}": nn.Parameter(torch.eye(small * small)) for small, big in zip(sizes, sizes[1:])})
+            f"{big}to{small}": nn.Parameter(torch.eye(small * small)) for small, big in pairwise(sizes)})
         self.active_channels, self.active_kernel_size = channels, k
-        self._cached_kernels: dict[int, tuple[tuple, torch.Tensor]] = {}
+        self._cache = InferenceCache()
 
     def set_active(self, channels: int, kernel_size: int) -> None:
         if kernel_size not in self.kernel_sizes:
@@ -56,15 +58,7 @@ class ElasticDepthwiseConv2d(nn.Conv2d):
 
     def active_weight(self) -> torch.Tensor:
         c, k = self.active_channels, self.active_kernel_size
-        if self.training or torch.is_grad_enabled() or k == self.kernel_sizes[-1]:
-            return self.kernel(k, c)
-        stamp = (self.weight.data_ptr(), self.weight._version,
-                 *((p.data_ptr(), p._version) for p in self.kernel_transforms.values()))
-        cached = self._cached_kernels.get(k)
-        if cached is None or cached[0] != stamp:
-            cached = (stamp, self.kernel(k))
-            self._cached_kernels[k] = cached
-        return cached[1][:c]
+        return self._cache.get((c, k), (self.weight, *self.kernel_transforms.values()), lambda: self.kernel(k, c))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         k = self.active_kernel_size

@@ -249,7 +249,7 @@ class ElasticMobileNetV3(nn.Module):
             ConvNormAct(nn.Conv2d(stem_w, first_w, 1, bias=False), nn.BatchNorm2d(first_w)),
             has_skip=strides[1] == 1 and stem_w == first_w)
         blocks, in_w = [], first_w
-        for stage, (out_w, stride) in enumerate(zip(stage_w, strides[2:])):
+        for stage, (out_w, stride) in enumerate(zip(stage_w, strides[2:], strict=True)):
             for i in range(max(depth)):
                 blocks.append(ElasticInvertedResidual(in_w, out_w, ks, expand, stride if i == 0 else 1,
                                                       STAGE_ACT[stage], STAGE_SE[stage], channel_divisor))

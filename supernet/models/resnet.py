@@ -281,7 +281,7 @@ class ElasticResNet(nn.Module):
             conv2=ElasticConvNormAct(mid, out, 3, act_layer=nn.ReLU),
             pool=nn.MaxPool2d(3, 2, 1) if stem_pool else nn.Identity()))
         blocks, in_ch = [], out
-        for stage, (n, stride) in enumerate(zip(space.stage_blocks, stage_strides)):
+        for stage, (n, stride) in enumerate(zip(space.stage_blocks, stage_strides, strict=True)):
             out_ch = space.stage_channels(stage, w)
             hidden = space.hidden_channels(out_ch, max(expand))
             for i in range(n):
