@@ -1,6 +1,6 @@
 """Cost of elasticity: forward time of the supernet running an arch vs. that arch exported static.
 
-    python scripts/bench_elastic.py [--device cuda] [--batch 64] [--repeats 20]
+    python scripts/bench_elastic.py [--device cuda] [--batch 64] [--repeats 20] [--models LABEL ...]
 
 For each model config, the largest, the median-MACs (of 200 sampled) and the smallest arch run on
 the same input batch; supernet and static forwards are interleaved so that machine noise hits both
@@ -77,6 +77,8 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=20)
+    parser.add_argument("--models", nargs="+", default=list(CONFIGS), choices=list(CONFIGS), metavar="LABEL",
+                        help=f"which configs to time (default: all of {list(CONFIGS)})")
     parser.add_argument("--out", default=str(ROOT / "runs" / "bench" / "elastic.json"))
     args = parser.parse_args()
     device = torch.device(args.device)
@@ -86,7 +88,8 @@ def main() -> None:
     results = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor()
                or platform.machine(), "threads": torch.get_num_threads(), "batch": args.batch, "models": {}}
     print(f"{'model':16} {'arch':8} {'MACs':>10} {'supernet ms':>12} {'static ms':>10} {'ratio':>6}")
-    for label, (config, overrides) in CONFIGS.items():
+    for label in args.models:
+        config, overrides = CONFIGS[label]
         cfg = {**yaml.safe_load((ROOT / "conf" / "model" / f"{config}.yaml").read_text()), **overrides}
         net = create_supernet_from_config(cfg, num_classes=10).eval().to(device)
         space = net.space

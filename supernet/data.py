@@ -2,8 +2,9 @@
 
 Every builder returns a ``Data`` record with train / val / test datasets: ``val`` is held out of
 the training images (the search scores subnets on it), ``test`` is the dataset's own test split
-(reported once at the end). Images come at the largest resolution of the space; the supernet
-resizes them to each subnet's resolution.
+(reported once at the end), ``calib`` is the training images without augmentation, from which a
+fixed subset re-estimates batch-norm statistics per subnet (OFA). Images come at the largest
+resolution of the space; the supernet resizes them to each subnet's resolution.
 """
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch.utils.data import Dataset, Subset, TensorDataset
+from torch.utils.data import DataLoader, Dataset, Subset, TensorDataset
 
 
 class DataError(ValueError):
@@ -25,6 +26,7 @@ class Data:
     train: Dataset
     val: Dataset
     test: Dataset
+    calib: Dataset
     num_classes: int
     in_chans: int
 
@@ -69,7 +71,8 @@ def digits(img_size: int = 16, val_fraction: float = 0.15, test_fraction: float 
     x = (x - x[rest[train_pos]].mean()) / x[rest[train_pos]].std()  # statistics of the training images
     train_idx, val_idx = rest[train_pos], rest[val_pos]
     return Data(ShiftedTensors(x[train_idx], y[train_idx], max_shift), TensorDataset(x[val_idx], y[val_idx]),
-                TensorDataset(x[test_idx], y[test_idx]), num_classes=10, in_chans=1)
+                TensorDataset(x[test_idx], y[test_idx]), TensorDataset(x[train_idx], y[train_idx]),
+                num_classes=10, in_chans=1)
 
 
 def _require_root(root: str | None, name: str, hint: str) -> str:
@@ -97,7 +100,7 @@ def cifar10(root: str | None = None, img_size: int = 32, val_fraction: float = 0
         raise DataError(f"data.root={root!r}: {err}") from None
     train_idx, val_idx = _split(len(train_aug), val_fraction, seed)
     return Data(Subset(train_aug, train_idx.tolist()), Subset(train_plain, val_idx.tolist()), test,
-                num_classes=10, in_chans=3)
+                Subset(train_plain, train_idx.tolist()), num_classes=10, in_chans=3)
 
 
 def imagefolder(root: str | None = None, img_size: int = 224, val_fraction: float = 0.05, seed: int = 0,
@@ -118,7 +121,7 @@ def imagefolder(root: str | None = None, img_size: int = 224, val_fraction: floa
     test = ImageFolder(os.path.join(root, "val"), transform=eval_tf)
     train_idx, val_idx = _split(len(train_aug), val_fraction, seed)
     return Data(Subset(train_aug, train_idx.tolist()), Subset(train_plain, val_idx.tolist()), test,
-                num_classes=len(train_aug.classes), in_chans=3)
+                Subset(train_plain, train_idx.tolist()), num_classes=len(train_aug.classes), in_chans=3)
 
 
 DATASETS = {"digits": digits, "cifar10": cifar10, "imagefolder": imagefolder}
@@ -128,3 +131,10 @@ def build_data(name: str, **options) -> Data:
     if name not in DATASETS:
         raise DataError(f"unknown dataset {name!r}; known: {', '.join(DATASETS)}")
     return DATASETS[name](**options)
+
+
+def calibration_loader(data: Data, num_images: int, batch_size: int, seed: int = 0) -> DataLoader:
+    """A fixed, seeded subset of un-augmented training images for batch-norm recalibration."""
+    n = min(num_images, len(data.calib))
+    idx = np.random.default_rng(seed).permutation(len(data.calib))[:n]
+    return DataLoader(Subset(data.calib, idx.tolist()), batch_size=batch_size)

@@ -5,12 +5,21 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
+from .bn import recalibrate_bn
+
 
 @torch.no_grad()
-def accuracy(net: nn.Module, arch: dict, loader: DataLoader, device: torch.device | str = "cpu") -> float:
-    """Top-1 accuracy (0..1) of ``arch`` on ``loader``; leaves the net's mode and active arch as found."""
+def accuracy(net: nn.Module, arch: dict, loader: DataLoader, device: torch.device | str = "cpu",
+             calib_loader: DataLoader | None = None) -> float:
+    """Top-1 accuracy (0..1) of ``arch`` on ``loader``; leaves the net's mode and active arch as found.
+
+    With ``calib_loader``, the batch norms ``arch`` uses are first re-estimated on all of its batches
+    (OFA: shared statistics do not fit any one subnet); a net without batch norm ignores it.
+    """
     previous, was_training = net.active_arch, net.training
     net.set_active(arch)
+    if calib_loader is not None:
+        recalibrate_bn(net, arch, calib_loader, num_batches=len(calib_loader))
     net.eval()
     correct = total = 0
     try:

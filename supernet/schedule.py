@@ -55,6 +55,9 @@ class Schedule:
     def total_epochs(self) -> int:
         return self._first_epoch[-1]
 
+    def first_epoch(self, phase_index: int) -> int:
+        return self._first_epoch[phase_index]
+
     def phase_index(self, epoch: int) -> int:
         for i in range(len(self.phases)):
             if epoch < self._first_epoch[i + 1]:

@@ -27,7 +27,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Sampler
 
 from .checkpoint import SUPERNET_FORMAT, CheckpointError, atomic_write, load_checkpoint, save_checkpoint
-from .data import DataError, build_data
+from .data import DataError, build_data, calibration_loader
 from .errors import ConfigError
 from .evaluate import accuracy
 from .models import ModelConfigError, create_supernet_from_config
@@ -143,6 +143,19 @@ def sandwich_archs(space, sampler, unlocked, num_random: int, rng: np.random.Gen
     if not unlocked:
         return [largest]
     return [largest, space.smallest(unlocked)] + [sampler.sample(rng) for _ in range(num_random)]
+
+
+CHANNEL_DIMS = ("expand", "width")  # dimensions that keep a prefix of each layer's channels
+
+
+def sort_channels_for(net: nn.Module, optimizer, phase, trained: tuple[str, ...]) -> None:
+    """Before a phase that starts shrinking channels, reorder them by importance so the kept prefixes
+    hold the most important ones (OFA); the optimizer's per-element moments no longer line up with
+    the permuted weights, so they restart."""
+    if not hasattr(net, "sort_channels") or not set(phase.unlock) & set(CHANNEL_DIMS):
+        return
+    net.sort_channels(trained=trained)
+    optimizer.state.clear()
 
 
 def param_groups(net: nn.Module, weight_decay: float) -> list[dict]:
@@ -265,6 +278,7 @@ def run(cfg) -> dict:
         raise ConfigError(f"batch_size={bs} is larger than the {epoch_sampler.per_rank} training images per rank")
     val_loader = DataLoader(data.val, batch_size=cfg.eval_batch_size, num_workers=cfg.num_workers)
     test_loader = DataLoader(data.test, batch_size=cfg.eval_batch_size, num_workers=cfg.num_workers)
+    calib_loader = calibration_loader(data, cfg.bn_calib_images, cfg.eval_batch_size, cfg.seed)
     schedule = Schedule(schedule_cfg, steps_per_epoch, space.keys, cfg.min_lr_ratio)
     optimizer = torch.optim.AdamW(param_groups(net, cfg.weight_decay), lr=schedule.phases[0].lr,
                                   betas=tuple(cfg.betas))
@@ -311,6 +325,8 @@ def run(cfg) -> dict:
     for epoch in range(state.epoch, schedule.total_epochs):
         phase_index = schedule.phase_index(epoch)
         phase, unlocked = schedule.phases[phase_index], schedule.unlocked(phase_index)
+        if epoch == schedule.first_epoch(phase_index) and state.step_in_epoch == 0:
+            sort_channels_for(net, optimizer, phase, schedule.unlocked(phase_index - 1) if phase_index else ())
         if sampler_phase != phase_index:  # the sampler's buckets cover the phase's MACs range
             sampler = create_sampler(cfg.sampling, space, unlocked, seed=cfg.seed, **(
                 {} if cfg.sampling == "uniform" else dict(cfg.sampler)))
@@ -358,8 +374,8 @@ def run(cfg) -> dict:
         state.epoch, state.step_in_epoch = epoch + 1, 0
         if dist.main:
             elapsed = time.perf_counter() - start
-            acc_l = accuracy(net, space.largest(), val_loader, device)
-            acc_s = accuracy(net, space.smallest(unlocked), val_loader, device)
+            acc_l = accuracy(net, space.largest(), val_loader, device, calib_loader)
+            acc_s = accuracy(net, space.smallest(unlocked), val_loader, device, calib_loader)
             row = {"epoch": epoch + 1, "phase": phase.name, "lr": round(lr, 8),
                    "loss": round(sums["loss"] / max(count, 1), 5), "kd": round(sums["kd"] / max(count, 1), 5),
                    "val_acc_largest": round(acc_l, 5), "val_acc_smallest": round(acc_s, 5),
@@ -375,7 +391,7 @@ def run(cfg) -> dict:
 
     final = None
     if dist.main:
-        final = final_evaluation(net, test_loader, device, cfg.seed, cfg.num_eval_subnets)
+        final = final_evaluation(net, test_loader, calib_loader, device, cfg.seed, cfg.num_eval_subnets)
         print("final test accuracy:")
         print_table(final["subnets"])
         save(sampler, final)
@@ -385,12 +401,13 @@ def run(cfg) -> dict:
     return final
 
 
-def final_evaluation(net: nn.Module, loader: DataLoader, device, seed: int, num_random: int) -> dict:
+def final_evaluation(net: nn.Module, loader: DataLoader, calib_loader: DataLoader, device, seed: int,
+                     num_random: int) -> dict:
     space, rng = net.space, np.random.default_rng([seed, 2**31 - 1])
     named = [("largest", space.largest()), ("smallest", space.smallest())]
     named += [(f"random{i + 1}", space.sample(rng)) for i in range(num_random)]
     rows = [{"subnet": name, "arch": arch, "macs": space.macs(arch), "params": space.params(arch),
-             "accuracy": round(accuracy(net, arch, loader, device), 5)} for name, arch in named]
+             "accuracy": round(accuracy(net, arch, loader, device, calib_loader), 5)} for name, arch in named]
     return {"split": "test", "subnets": rows}
 
 

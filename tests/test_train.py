@@ -189,3 +189,22 @@ def test_torchrun_two_cpu_processes_train_the_same_subnets(tmp_path):
     assert ckpt["train_state"]["complete"] and ckpt["train_state"]["step"] == 4 * 4
     assert proc.stdout.count("final test accuracy") == 1  # only rank 0 reports and writes
     assert sorted(p.name for p in (tmp_path / "r").iterdir()) == ["config.yaml", "metrics.csv", "supernet.pt", "tb"]
+
+
+@pytest.mark.parametrize("model, schedule", [
+    ("mobilenetv3", "model.schedule=[{name:largest,epochs:1,lr:0.002,unlock:[resolution]},"
+                    "{name:kernel,epochs:1,lr:0.001,unlock:[ks]},{name:expand,epochs:1,lr:0.001,unlock:[depth,expand]}]"),
+    ("resnet", "model.schedule=[{name:largest,epochs:1,lr:0.002,unlock:[resolution]},"
+               "{name:expand,epochs:1,lr:0.001,unlock:[depth,expand]},{name:width,epochs:1,lr:0.001,unlock:[width]}]"),
+])
+def test_cnn_families_train_through_every_phase(tmp_path, model, schedule):
+    # the expand / width phases sort channels first; every evaluation recalibrates batch norm
+    cmd = [sys.executable, "-m", "supernet.train", f"+model={model}", f"out_dir={tmp_path}", "run_name=r",
+           "max_steps_per_epoch=2", "batch_size=16", "sampler.pool_size=100", "num_eval_subnets=1",
+           "bn_calib_images=64", schedule]
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=env(), timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    ckpt = load_checkpoint(tmp_path / "r" / "supernet.pt", "ofa-nas/supernet")
+    assert [r["phase"] for r in ckpt["metrics"]["history"]] == [p.split(",")[0] for p in
+                                                                 schedule.split("name:")[1:]]
+    assert len(ckpt["metrics"]["final"]["subnets"]) == 3
