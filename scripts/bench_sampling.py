@@ -14,7 +14,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 from torch.utils.data import DataLoader
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -23,12 +22,6 @@ sys.path.insert(0, str(ROOT))
 from supernet.checkpoint import load_supernet, save_json  # noqa: E402
 from supernet.data import build_data  # noqa: E402
 from supernet.evaluate import accuracy  # noqa: E402
-
-
-def median_arch(space, n: int = 200, seed: int = 0) -> dict:
-    rng = np.random.default_rng(seed)
-    archs = sorted((space.sample(rng) for _ in range(n)), key=space.macs)
-    return archs[len(archs) // 2]
 
 
 def main() -> None:
@@ -47,7 +40,7 @@ def main() -> None:
         test = DataLoader(build_data(data_cfg.pop("name"), **data_cfg).test, batch_size=256)
         space = net.space
         results[kind] = {which: {"arch": arch, "macs": space.macs(arch), "accuracy": accuracy(net, arch, test)}
-                         for which, arch in [("smallest", space.smallest()), ("median", median_arch(space)),
+                         for which, arch in [("smallest", space.smallest()), ("median", space.median()),
                                              ("largest", space.largest())]}
     print(f"{'subnet':9} {'complexity':>11} {'uniform':>9}  winner")
     for which in ("smallest", "median", "largest"):

@@ -16,7 +16,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
@@ -29,12 +28,6 @@ from supernet.checkpoint import SUPERNET_FORMAT, load_checkpoint, save_json  # n
 from supernet.data import build_data  # noqa: E402
 from supernet.evaluate import accuracy  # noqa: E402
 from supernet.train import param_groups  # noqa: E402
-
-
-def median_arch(space, n: int = 200, seed: int = 0) -> dict:
-    rng = np.random.default_rng(seed)
-    archs = sorted((space.sample(rng) for _ in range(n)), key=space.macs)
-    return archs[len(archs) // 2]
 
 
 def train_alone(model, data, cfg, steps: int, seed: int) -> float:
@@ -90,7 +83,7 @@ def main() -> None:
     steps = ckpt["train_state"]["step"]
     test = DataLoader(data.test, batch_size=256)
     rows = []
-    for which, arch in [("largest", net.space.largest()), ("median", median_arch(net.space)),
+    for which, arch in [("largest", net.space.largest()), ("median", net.space.median()),
                         ("smallest", net.space.smallest())]:
         shared = accuracy(net, arch, test)
         fresh = create_supernet_from_config(ckpt["model"]).export(arch)  # same structure, new random weights

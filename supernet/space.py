@@ -143,6 +143,11 @@ class SearchSpace:
         return self._from_indices([0 if unlocked is None or d.name in unlocked else len(d.choices) - 1
                                    for d in self.dims for _ in range(d.num_genes)])
 
+    def median(self, num_samples: int = 200, seed: int = 0) -> dict:
+        """The arch of median MACs among ``num_samples`` uniform draws: a typical mid-size subnet."""
+        rng = np.random.default_rng(seed)
+        return sorted((self.sample(rng) for _ in range(num_samples)), key=self.macs)[num_samples // 2]
+
     def validate(self, arch: dict) -> dict:
         """Returns a normalised copy of ``arch`` (values taken from the choices) or raises ArchError."""
         if not isinstance(arch, dict):

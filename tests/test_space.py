@@ -116,3 +116,10 @@ def test_dim_rejects_bad_choices():
     with pytest.raises(ValueError, match="not multiples of patch_size"):
         ViTSpace(resolution=[10], depth=[1], embed_dim=[8], num_heads=[1], mlp_ratio=[1.0], patch_size=4,
                  in_chans=3, num_classes=2, head_dim=8)
+
+
+def test_median_is_a_reproducible_mid_size_arch():
+    space = tiny_space()
+    median = space.median(num_samples=101, seed=3)
+    assert median == space.median(num_samples=101, seed=3)
+    assert space.macs(space.smallest()) < space.macs(median) < space.macs(space.largest())

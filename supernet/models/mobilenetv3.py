@@ -28,6 +28,7 @@ from ..layers import (
     sort_channel_group,
 )
 from ..space import Dim, SearchSpace
+from .base import Supernet
 from .registry import register_supernet
 
 NUM_STAGES = 5
@@ -216,7 +217,7 @@ class MobileNetV3(nn.Module):
         return self.forward_head(self.forward_features(x))
 
 
-class ElasticMobileNetV3(nn.Module):
+class ElasticMobileNetV3(Supernet):
     """The supernet. ``set_active(arch)`` picks a subnet; ``forward`` runs it; ``export`` copies it out.
 
     The parts every subnet runs whole (stem, first block, final expansion, feature mix, classifier)
@@ -287,14 +288,9 @@ class ElasticMobileNetV3(nn.Module):
             self.blocks[j].set_active(arch["ks"][j], arch["expand"][j])
         self.active_arch = arch
 
-    def layer_costs(self, arch: dict) -> list[dict]:
-        return self.space.layer_costs(arch)
-
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         arch = self.active_arch
-        res = arch["resolution"]
-        if x.shape[-2:] != (res, res):  # one loader can feed every resolution of the space
-            x = F.interpolate(x, size=(res, res), mode="bilinear", align_corners=False, antialias=True)
+        x = self.resize_input(x)
         x = self.first_block(self.stem(x))
         for j in self.space.active_blocks(arch):
             x = self.blocks[j](x)
@@ -303,9 +299,6 @@ class ElasticMobileNetV3(nn.Module):
     def forward_head(self, x: torch.Tensor) -> torch.Tensor:
         x = self.feature_mix(F.adaptive_avg_pool2d(x, 1)).flatten(1)
         return self.classifier(self.head_drop(x))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
 
     @torch.no_grad()
     def export(self, arch: dict) -> MobileNetV3:

@@ -22,6 +22,7 @@ from torch import nn
 
 from ..layers import ElasticConvNormAct, ElasticLinear, conv_cost, same_conv_size, sort_channel_group
 from ..space import Dim, SearchSpace
+from .base import Supernet
 from .mobilenetv3 import OFA_RESOLUTIONS, checked_dims
 from .registry import register_supernet
 
@@ -252,7 +253,7 @@ class ResNet(nn.Module):
         return self.forward_head(self.forward_features(x))
 
 
-class ElasticResNet(nn.Module):
+class ElasticResNet(Supernet):
     """The supernet. ``set_active(arch)`` picks a subnet; ``forward`` runs it; ``export`` copies it out."""
 
     def __init__(self, num_classes: int, *, resolution: Sequence[int], depth: Sequence[int], expand: Sequence[float],
@@ -323,14 +324,9 @@ class ElasticResNet(nn.Module):
         self.fc.set_active(in_ch, self.num_classes)
         self.active_arch = arch
 
-    def layer_costs(self, arch: dict) -> list[dict]:
-        return self.space.layer_costs(arch)
-
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         arch = self.active_arch
-        res = arch["resolution"]
-        if x.shape[-2:] != (res, res):  # one loader can feed every resolution of the space
-            x = F.interpolate(x, size=(res, res), mode="bilinear", align_corners=False, antialias=True)
+        x = self.resize_input(x)
         x = self.stem(x)
         for _, _, j in self.space.active_blocks(arch):
             x = self.blocks[j](x)
@@ -338,9 +334,6 @@ class ElasticResNet(nn.Module):
 
     def forward_head(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc(self.head_drop(F.adaptive_avg_pool2d(x, 1).flatten(1)))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
 
     @torch.no_grad()
     def export(self, arch: dict) -> ResNet:

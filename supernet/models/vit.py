@@ -12,13 +12,13 @@ import os
 from collections.abc import Sequence
 
 import torch
-import torch.nn.functional as F
 from timm.layers import DropPath, resample_abs_pos_embed, trunc_normal_
 from torch import nn
 
 from ..layers import ElasticAttention, ElasticConv2d, ElasticLayerNorm, ElasticLinear, ElasticMlp
 from ..layers.cache import InferenceCache
 from ..space import Dim, SearchSpace
+from .base import Supernet
 from .registry import register_supernet
 
 
@@ -161,7 +161,7 @@ class VisionTransformer(nn.Module):
         return self.forward_head(self.forward_features(x))
 
 
-class ElasticViT(nn.Module):
+class ElasticViT(Supernet):
     """The supernet. ``set_active(arch)`` picks a subnet; ``forward`` runs it; ``export`` copies it out."""
 
     def __init__(self, num_classes: int, *, resolution: Sequence[int], depth: Sequence[int],
@@ -218,9 +218,6 @@ class ElasticViT(nn.Module):
         self.head.set_active(e, self.num_classes)
         self.active_arch = arch
 
-    def layer_costs(self, arch: dict) -> list[dict]:
-        return self.space.layer_costs(arch)
-
     def _pos_embed(self, resolution: int, embed_dim: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Class token and position embedding of one resolution and width."""
 
@@ -236,11 +233,8 @@ class ElasticViT(nn.Module):
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         arch = self.active_arch
-        res = arch["resolution"]
-        if x.shape[-2:] != (res, res):  # one loader can feed every resolution of the space
-            x = F.interpolate(x, size=(res, res), mode="bilinear", align_corners=False, antialias=True)
-        x = self.patch_embed(x)
-        cls, pos = self._pos_embed(res, x.shape[-1])
+        x = self.patch_embed(self.resize_input(x))
+        cls, pos = self._pos_embed(arch["resolution"], x.shape[-1])
         x = torch.cat([cls.expand(x.shape[0], -1, -1), x], dim=1) + pos
         for i in range(arch["depth"]):  # (slicing a ModuleList would build a new one per forward)
             x = self.blocks[i](x)
@@ -248,9 +242,6 @@ class ElasticViT(nn.Module):
 
     def forward_head(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(x[:, 0])
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
 
     @torch.no_grad()
     def export(self, arch: dict) -> VisionTransformer:
