@@ -48,7 +48,8 @@ def test_vit_tiny_patch16_224_state_dict_gives_same_logits():
     with torch.no_grad():
         expected = timm_vit(x)
         assert expected.std() > 0.1
-        torch.testing.assert_close(net(x), expected, atol=1e-5, rtol=0)
+        torch.testing.assert_close(net(x), expected, atol=1e-5, rtol=0)  # the cached static subnet
+    torch.testing.assert_close(net(x).detach(), expected, atol=1e-5, rtol=0)  # the elastic layers
 
 
 def test_load_timm_state_dict_rejects_other_geometry(tiny_vit):
@@ -142,8 +143,9 @@ def test_export_equals_supernet_for_sampled_archs(digits_vit, tiny_vit):
             static = net.export(arch)
             x = torch.randn(3, net.in_chans, arch["resolution"], arch["resolution"])
             net.set_active(arch)
+            elastic = net(x).detach()  # autograd on: the elastic layers run (no static cache)
             with torch.no_grad():
-                torch.testing.assert_close(static(x), net(x), atol=1e-5, rtol=0)
+                torch.testing.assert_close(static(x), elastic, atol=1e-5, rtol=0)
             # a static model: no elastic layer is left, and its size is the arch's
             assert not any(hasattr(m, "set_active") for m in static.modules())
             assert sum(p.numel() for p in static.parameters()) == space.params(arch)
@@ -155,3 +157,17 @@ def test_export_leaves_the_active_arch_alone(digits_vit):
     digits_vit.set_active(small)
     digits_vit.export(digits_vit.space.largest())
     assert digits_vit.active_arch == small
+
+
+def test_inference_runs_a_cached_static_subnet_that_follows_arch_and_weights(digits_vit):
+    space, x = digits_vit.space, torch.randn(3, 1, 16, 16)
+    small, large = space.smallest(), space.largest()
+    for arch in (small, large, small):
+        digits_vit.set_active(arch)
+        with torch.no_grad():
+            cached = digits_vit(x)
+        torch.testing.assert_close(cached, digits_vit(x).detach(), atol=1e-5, rtol=0)
+    with torch.no_grad():
+        before = digits_vit(x)
+        digits_vit.head.bias.add_(1.0)  # an in-place update, as an optimizer step makes
+        torch.testing.assert_close(digits_vit(x), before + 1.0, atol=1e-5, rtol=0)

@@ -17,7 +17,7 @@ from torch import nn
 
 from ..layers import ElasticAttention, ElasticConv2d, ElasticLayerNorm, ElasticLinear, ElasticMlp
 from ..layers.cache import InferenceCache
-from ..space import Dim, SearchSpace
+from ..space import Dim, SearchSpace, arch_key
 from .base import Supernet
 from .registry import register_supernet
 
@@ -192,7 +192,9 @@ class ElasticViT(Supernet):
         self.norm = ElasticLayerNorm(max_embed, eps=1e-6)
         self.head = ElasticLinear(max_embed, num_classes)
         self._pos_cache = InferenceCache()
+        self._static_cache = InferenceCache()
         self._init_weights()
+        self._param_list = tuple(self.parameters())
         self.set_active(self.space.largest())
 
     def _init_weights(self) -> None:
@@ -216,7 +218,7 @@ class ElasticViT(Supernet):
             self.blocks[i].set_active(e, arch["num_heads"][i], mlp_hidden(e, arch["mlp_ratio"][i]))
         self.norm.set_active(e)
         self.head.set_active(e, self.num_classes)
-        self.active_arch = arch
+        self.active_arch, self._active_key = arch, arch_key(arch)
 
     def _pos_embed(self, resolution: int, embed_dim: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Class token and position embedding of one resolution and width."""
@@ -242,6 +244,18 @@ class ElasticViT(Supernet):
 
     def forward_head(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(x[:, 0])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.training or torch.is_grad_enabled():
+            return super().forward(x)
+        # Inference (evaluation, search): run the exported static subnet, rebuilt only when the arch or
+        # a weight changes, so that repeated forwards of one subnet cost what the static model costs.
+        static = self._static_cache.get((self._active_key,), self._param_list, self._export_active)
+        return static(self.resize_input(x))
+
+    def _export_active(self) -> VisionTransformer:
+        with torch.inference_mode(False):  # its parameters must outlive an inference-mode caller
+            return self.export(self.active_arch)
 
     @torch.no_grad()
     def export(self, arch: dict) -> VisionTransformer:
