@@ -55,6 +55,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--supernet", default=str(ROOT / "runs" / "train" / "vit-digits" / "supernet.pt"))
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=None, help="override local_cpu's thread count")
     parser.add_argument("--out", default=str(ROOT / "runs" / "bench" / "predictors.json"))
     args = parser.parse_args()
     net = load_supernet(args.supernet)
@@ -69,12 +70,13 @@ def main() -> None:
     acc = np.array([accuracy(net, a, val, calib_loader=calib) for a in tqdm(archs, desc="true accuracy")])
     results = {"accuracy": score(X, acc, 100, macs_column)}
 
-    profile = load_profile("local_cpu")
+    profile = load_profile("local_cpu", **({} if args.threads is None else {"threads": args.threads}))
     lat_archs = archs[:300]
     latency = np.array([profile.latency_ms(net.export(a), (net.in_chans, a["resolution"], a["resolution"])).ms
                         for a in tqdm(lat_archs, desc="local_cpu latency")])
     results["latency_ms"] = score(X[:300], latency, 100, macs_column)
-    results["setup"] = {"supernet": args.supernet, "accuracy_fit_test": [100, 300], "latency_fit_test": [100, 200],
+    results["setup"] = {"supernet": args.supernet, "threads": profile.threads, "accuracy_fit_test": [100, 300],
+                        "latency_fit_test": [100, 200],
                         "accuracy_range": [float(acc.min()), float(acc.max())],
                         "latency_range_ms": [float(latency.min()), float(latency.max())]}
     save_json(results, args.out)

@@ -171,3 +171,5 @@ def test_inference_runs_a_cached_static_subnet_that_follows_arch_and_weights(dig
         before = digits_vit(x)
         digits_vit.head.bias.add_(1.0)  # an in-place update, as an optimizer step makes
         torch.testing.assert_close(digits_vit(x), before + 1.0, atol=1e-5, rtol=0)
+        digits_vit.double()  # a conversion replaces every weight's storage
+        assert digits_vit(x.double()).dtype == torch.float64

@@ -250,8 +250,15 @@ class ElasticViT(Supernet):
             return super().forward(x)
         # Inference (evaluation, search): run the exported static subnet, rebuilt only when the arch or
         # a weight changes, so that repeated forwards of one subnet cost what the static model costs.
-        static = self._static_cache.get((self._active_key,), self._param_list, self._export_active)
+        # Versions only grow with in-place updates, so their sum changes whenever a weight does; a move
+        # to another device or dtype clears the cache in _apply.
+        version = sum(p._version for p in self._param_list)
+        static = self._static_cache.get((self._active_key, version), (), self._export_active)
         return static(self.resize_input(x))
+
+    def _apply(self, fn, *args, **kwargs):
+        self._static_cache.clear()
+        return super()._apply(fn, *args, **kwargs)
 
     def _export_active(self) -> VisionTransformer:
         with torch.inference_mode(False):  # its parameters must outlive an inference-mode caller
