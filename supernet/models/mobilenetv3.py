@@ -300,21 +300,13 @@ class ElasticMobileNetV3(Supernet):
         x = self.feature_mix(F.adaptive_avg_pool2d(x, 1)).flatten(1)
         return self.classifier(self.head_drop(x))
 
-    @torch.no_grad()
-    def export(self, arch: dict) -> MobileNetV3:
-        """The subnet as a static ``MobileNetV3`` (copied weights and BN statistics, eval mode)."""
-        previous = self.active_arch
-        self.set_active(arch)
-        try:
-            arch = self.active_arch
-            blocks = [copy.deepcopy(self.first_block)] + [self.blocks[j].to_static()
-                                                          for j in self.space.active_blocks(arch)]
-            static = MobileNetV3(copy.deepcopy(self.stem), blocks, copy.deepcopy(self.final_expand),
-                                 copy.deepcopy(self.feature_mix), copy.deepcopy(self.classifier),
-                                 arch["resolution"])
-        finally:
-            self.set_active(previous)
-        return static.eval()
+    def _static_subnet(self) -> MobileNetV3:
+        """The active arch as a static ``MobileNetV3`` (copied weights and BN statistics)."""
+        arch = self.active_arch
+        blocks = [copy.deepcopy(self.first_block)] + [self.blocks[j].to_static()
+                                                      for j in self.space.active_blocks(arch)]
+        return MobileNetV3(copy.deepcopy(self.stem), blocks, copy.deepcopy(self.final_expand),
+                           copy.deepcopy(self.feature_mix), copy.deepcopy(self.classifier), arch["resolution"])
 
     def sort_channels(self, trained: Iterable[str] = ()) -> None:
         """Reorders every block's hidden channels by importance (L1 norm of the weights that read

@@ -335,21 +335,14 @@ class ElasticResNet(Supernet):
     def forward_head(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc(self.head_drop(F.adaptive_avg_pool2d(x, 1).flatten(1)))
 
-    @torch.no_grad()
-    def export(self, arch: dict) -> ResNet:
-        """The subnet as a static ``ResNet`` (copied weights and BN statistics, eval mode)."""
-        previous = self.active_arch
-        self.set_active(arch)
-        try:
-            arch = self.active_arch
-            stem = nn.Sequential(OrderedDict(
-                conv1=self.stem.conv1.to_static(), residual=self.stem.residual.to_static(),
-                conv2=self.stem.conv2.to_static(), pool=copy.deepcopy(self.stem.pool)))
-            blocks = [self.blocks[j].to_static() for _, _, j in self.space.active_blocks(arch)]
-            static = ResNet(stem, blocks, self.fc.to_static(), arch["resolution"])
-        finally:
-            self.set_active(previous)
-        return static.eval()
+    def _static_subnet(self) -> ResNet:
+        """The active arch as a static ``ResNet`` (copied weights and BN statistics)."""
+        arch = self.active_arch
+        stem = nn.Sequential(OrderedDict(
+            conv1=self.stem.conv1.to_static(), residual=self.stem.residual.to_static(),
+            conv2=self.stem.conv2.to_static(), pool=copy.deepcopy(self.stem.pool)))
+        blocks = [self.blocks[j].to_static() for _, _, j in self.space.active_blocks(arch)]
+        return ResNet(stem, blocks, self.fc.to_static(), arch["resolution"])
 
     def sort_channels(self, trained: Iterable[str] = ()) -> None:
         """Reorders channels by importance (L1 norm of the weights that read them) so that every

@@ -261,24 +261,17 @@ class ElasticViT(Supernet):
         return super()._apply(fn, *args, **kwargs)
 
     def _export_active(self) -> VisionTransformer:
-        with torch.inference_mode(False):  # its parameters must outlive an inference-mode caller
-            return self.export(self.active_arch)
+        with torch.inference_mode(False), torch.no_grad():  # parameters that outlive an inference-mode caller
+            return self._static_subnet().eval()
 
-    @torch.no_grad()
-    def export(self, arch: dict) -> VisionTransformer:
-        """The subnet as a static ``VisionTransformer`` (copied weights, eval mode)."""
-        previous = self.active_arch
-        self.set_active(arch)
-        try:
-            arch = self.active_arch
-            res = arch["resolution"]
-            cls, pos = self._pos_embed(res, arch["embed_dim"])
-            static = VisionTransformer(PatchEmbed(self.patch_embed.proj.to_static()), cls, pos,
-                                       [b.to_static() for b in self.blocks[: arch["depth"]]],
-                                       self.norm.to_static(), self.head.to_static(), res)
-        finally:
-            self.set_active(previous)
-        return static.eval()
+    def _static_subnet(self) -> VisionTransformer:
+        """The active arch as a static ``VisionTransformer`` (copied weights)."""
+        arch = self.active_arch
+        res = arch["resolution"]
+        cls, pos = self._pos_embed(res, arch["embed_dim"])
+        return VisionTransformer(PatchEmbed(self.patch_embed.proj.to_static()), cls, pos,
+                                 [b.to_static() for b in self.blocks[: arch["depth"]]],
+                                 self.norm.to_static(), self.head.to_static(), res)
 
     def load_timm_state_dict(self, state_dict: dict) -> None:
         """Loads a timm ``VisionTransformer`` state dict of the largest subnet's geometry."""
