@@ -1,0 +1,70 @@
+"""Real evaluations of a trained supernet's subnets, for one hardware profile.
+
+Accuracy: the subnet on a held-out split, batch norms recalibrated first (CNNs; OFA).
+Latency: from the profile's own source, named in ``latency_source`` beside every value:
+- measured (``local_cpu``, ``local_gpu``): the exported static subnet timed here; slow, so the
+  search predicts it between real evaluations;
+- estimated (``jetson``, ``rpi4``, ...): the roofline sum over ``net.layer_costs(arch)``; cheap and
+  exact for the model, so the search uses it directly on every candidate;
+- table (a profile with ``table:``): the device table's row for the arch, else a predictor fit on
+  the table's rows (``latency_source: table-predicted``).
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import cached_property
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from hw_profiles import HardwareProfile
+from hw_profiles.table import canonical_arch
+from predictors import create_predictor
+from supernet.evaluate import accuracy
+
+
+class SupernetEvaluator:
+    """``evaluator(archs) -> {"accuracy", "latency_ms", "latency_source", "profile"}`` for a search."""
+
+    def __init__(self, net: torch.nn.Module, profile: HardwareProfile, loader: DataLoader,
+                 calib_loader: DataLoader | None = None, device: torch.device | str = "cpu", seed: int = 0):
+        self.net, self.profile, self.loader, self.calib_loader = net, profile, loader, calib_loader
+        self.device, self.seed = device, seed
+
+    def __call__(self, archs: list[dict]) -> dict[str, list]:
+        accuracies = [accuracy(self.net, arch, self.loader, self.device, self.calib_loader) for arch in archs]
+        latencies = [self.latency(arch) for arch in archs]
+        return {"accuracy": accuracies, "latency_ms": [ms for ms, _ in latencies],
+                "latency_source": [source for _, source in latencies], "profile": [self.profile.name] * len(archs)}
+
+    def latency(self, arch: dict) -> tuple[float, str]:
+        if self.profile.table is not None:
+            return self._from_table(arch)
+        if self.profile.kind == "estimated":
+            return self.profile.estimate_ms(self.net.layer_costs(arch)), "estimated"
+        model = self.net.export(arch).eval()
+        res = arch["resolution"]
+        return self.profile.latency_ms(model, (self.net.in_chans, res, res)).ms, "measured"
+
+    def exact(self) -> dict[str, Callable[[list[dict]], np.ndarray]]:
+        """Latency as an exact objective when it costs no measurement (estimate or table)."""
+        if self.profile.kind == "measured" and self.profile.table is None:
+            return {}
+        return {"latency_ms": lambda archs: np.array([self.latency(arch)[0] for arch in archs])}
+
+    def _from_table(self, arch: dict) -> tuple[float, str]:
+        by_key, predictor = self._table
+        found = by_key.get(canonical_arch(self.net.space.canonical(arch)))
+        if found is not None:
+            return found, "table"
+        return float(predictor.predict(self.net.space.features(arch)[None])[0]), "table-predicted"
+
+    @cached_property
+    def _table(self):
+        """The device table by arch, and a predictor fit on all its rows for the archs it lacks."""
+        archs, latencies = self.profile.table_rows()
+        space = self.net.space
+        by_key = {canonical_arch(space.canonical(a)): ms for a, ms in zip(archs, latencies)}
+        X = np.stack([space.features(a) for a in archs])
+        return by_key, create_predictor("xgboost", seed=self.seed).fit(X, np.asarray(latencies))

@@ -1,0 +1,339 @@
+"""The predictor-guided search loop (DyNAS-T's LINAS), independent of any supernet or CLI.
+
+    result = run_search(space, evaluate, ("accuracy", "latency_ms"), budget=100)
+
+1. evaluate ``init`` subnets for real (random, plus the largest and the smallest);
+2. fit one predictor per objective that only ``evaluate`` can tell (features: ``space.features``);
+3. run a pymoo algorithm for ``generations`` on the predictors (exact objectives stay exact);
+4. evaluate for real the ``per_iteration`` most spread new candidates of its predicted front;
+5. refit and repeat until ``budget`` real evaluations.
+
+``evaluate(archs) -> {name: values}`` is any callable: a supernet on a validation split, a lookup
+table, a remote device. It returns every objective and constraint that is not in ``exact``, and
+may return more columns (e.g. ``latency_source``); they are kept in the evaluation rows.
+
+With ``out_dir`` the loop writes ``evaluations.csv`` after every chunk of real evaluations and
+``search_log.csv`` after every iteration, and resumes: it replays the (deterministic) loop and
+takes each real evaluation it already has from ``evaluations.csv`` instead of repeating it.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from pymoo.indicators.hv import HV
+from pymoo.optimize import minimize
+from tqdm import tqdm
+
+from predictors import create_predictor, report
+
+from .objectives import DIRECTIONS, SearchConfigError, check_constraints, check_objectives, minimised, pareto_mask
+from .problem import ALGORITHMS, ArchProblem, make_algorithm
+from .report import columns_of, plot_pareto, read_rows, write_rows
+
+log = logging.getLogger(__name__)
+
+ANALYTIC = ("macs", "params", "model_size_bytes")  # exact from the space, always computed
+
+
+@dataclass
+class SearchResult:
+    evaluations: list[dict]  # every real evaluation: id, arch, metrics, iteration
+    pareto: list[dict]  # the non-dominated feasible evaluations
+    log: list[dict]  # one row per iteration: evaluations so far, hypervolume, predictor quality
+    objectives: tuple[str, ...] = ()
+    constraints: dict = field(default_factory=dict)
+
+
+def run_search(space, evaluate: Callable[[list[dict]], Mapping[str, Sequence]],
+               objectives: Sequence[str] = ("accuracy", "latency_ms"), *, budget: int = 100,
+               init: int | None = None, per_iteration: int | None = None, generations: int = 30,
+               population: int = 100, algorithm: str = "nsga2", predictor: str = "xgboost",
+               constraints: Mapping[str, float] | None = None,
+               exact: Mapping[str, Callable[[list[dict]], Sequence[float]]] | None = None,
+               seed: int = 0, out_dir: str | Path | None = None, chunk_size: int = 8,
+               progress: bool = True) -> SearchResult:
+    """Searches ``space`` for the Pareto front of ``objectives`` with ``budget`` real evaluations."""
+    objectives, constraints = check_objectives(objectives), check_constraints(constraints)
+    if algorithm not in ALGORITHMS:
+        raise SearchConfigError(f"unknown algorithm {algorithm!r}; algorithms: {', '.join(ALGORITHMS)}")
+    init = init if init is not None else max(2, budget // 4)
+    per_iteration = per_iteration if per_iteration is not None else max(1, budget // 10)
+    if not 2 <= init <= budget or per_iteration < 1:
+        raise SearchConfigError(f"need 2 <= init <= budget and per_iteration >= 1 "
+                                f"(init={init}, budget={budget}, per_iteration={per_iteration})")
+    exact = {**{name: _analytic(space, name) for name in ANALYTIC}, **(exact or {})}
+    check_reachable(space, constraints, exact)
+    search = _Search(space, evaluate, objectives, constraints, exact, predictor, seed,
+                     None if out_dir is None else Path(out_dir), chunk_size, progress)
+
+    rng = np.random.default_rng(seed)
+    search.evaluate_real(initial_archs(space, init, rng), iteration=0)
+    search.set_reference()
+    iteration = 0
+    while len(search.rows) < budget:
+        iteration += 1
+        k = min(per_iteration, budget - len(search.rows))
+        predicted = search.fit_predictors()
+        candidates = search.propose(algorithm, k, generations, population, iteration, rng)
+        estimates = search.estimate(candidates) if predicted else {}
+        search.evaluate_real(candidates, iteration)
+        search.log_iteration(iteration, candidates, estimates)
+    if not search.log:
+        search.log_iteration(0, [], {})
+    return search.finish()
+
+
+def initial_archs(space, count: int, rng: np.random.Generator) -> list[dict]:
+    """The largest, the smallest and distinct random archs: the extremes anchor the front."""
+    archs, seen = [], set()
+    for arch in (space.largest(), space.smallest()):
+        if space.key(arch) not in seen:
+            seen.add(space.key(arch))
+            archs.append(arch)
+    for _ in range(100 * count):
+        if len(archs) >= count:
+            break
+        arch = space.sample(rng)
+        if space.key(arch) not in seen:
+            seen.add(space.key(arch))
+            archs.append(arch)
+    return archs[:count]
+
+
+def check_reachable(space, constraints: Mapping[str, float], exact: Mapping[str, Callable]) -> None:
+    """An exact quantity's bound that even the subnet at its extreme breaks can never be met."""
+    for name, bound in constraints.items():
+        if name not in exact:
+            continue
+        extreme = space.smallest() if DIRECTIONS[name] > 0 else space.largest()
+        value = float(exact[name]([extreme])[0])
+        if DIRECTIONS[name] * (value - bound) > 0:
+            raise SearchConfigError(f"constraint {name}{'<=' if DIRECTIONS[name] > 0 else '>='}{bound:g} is met "
+                                    f"by no subnet: the nearest, {'smallest' if DIRECTIONS[name] > 0 else 'largest'}"
+                                    f", has {name}={value:g}")
+
+
+def _analytic(space, name: str) -> Callable[[list[dict]], np.ndarray]:
+    method = getattr(space, name)
+    return lambda archs: np.array([method(arch) for arch in archs], dtype=np.float64)
+
+
+def pick_spread(F: np.ndarray, k: int) -> np.ndarray:
+    """Indices of ``k`` rows of a front spread evenly along its first objective."""
+    order = np.argsort(F[:, 0], kind="stable")
+    if len(order) <= k:
+        return order
+    return order[np.unique(np.linspace(0, len(order) - 1, k).round().astype(int))]
+
+
+class _Search:
+    """The state of one search: real evaluations, predictors, the per-iteration log."""
+
+    def __init__(self, space, evaluate, objectives, constraints, exact, predictor, seed, out_dir, chunk_size,
+                 progress):
+        self.space, self.evaluate_fn, self.objectives = space, evaluate, objectives
+        self.constraints, self.exact, self.predictor_name, self.seed = constraints, exact, predictor, seed
+        self.out_dir, self.chunk_size, self.progress = out_dir, chunk_size, progress
+        self.needed = tuple(dict.fromkeys([*objectives, *constraints]))
+        self.predicted = tuple(name for name in self.needed if name not in exact)
+        self.rows: list[dict] = []
+        self.log: list[dict] = []
+        self.predictors: dict = {}
+        self.keys: set[str] = set()
+        self._features: dict[str, np.ndarray] = {}
+        self.cached = {}  # resumed evaluations by arch key, used as the replay asks for them
+        if out_dir is not None and (out_dir / "evaluations.csv").exists():
+            self.cached = {space.key(row["arch"]): row for row in read_rows(out_dir / "evaluations.csv")}
+            log.info("resuming %s: %d real evaluations on file", out_dir, len(self.cached))
+        self.reference: tuple[np.ndarray, np.ndarray] | None = None
+
+    # -- real evaluations ----------------------------------------------------------------------
+    def evaluate_real(self, archs: list[dict], iteration: int) -> None:
+        todo = []
+        for arch in archs:
+            key = self.space.key(arch)
+            if key in self.keys:
+                continue
+            self.keys.add(key)
+            if key in self.cached:
+                self.rows.append({**self.cached.pop(key), "id": len(self.rows)})
+            else:
+                todo.append(arch)
+        bar = tqdm(total=len(todo), desc=f"iteration {iteration}: real evaluations", disable=not self.progress,
+                   leave=False)
+        for start in range(0, len(todo), self.chunk_size):
+            chunk = todo[start:start + self.chunk_size]
+            columns = self._call_evaluate(chunk)
+            for i, arch in enumerate(chunk):
+                row = {"id": len(self.rows), "arch": self.space.canonical(arch)}
+                row.update({name: int(self.exact[name]([arch])[0]) for name in ANALYTIC})
+                row.update({name: float(self.exact[name]([arch])[0]) for name in self.exact
+                            if name in self.needed and name not in ANALYTIC})
+                row.update({name: _plain(values[i]) for name, values in columns.items()})
+                row["iteration"] = iteration
+                self.rows.append(row)
+            self.save()
+            bar.update(len(chunk))
+        bar.close()
+
+    def _call_evaluate(self, archs: list[dict]) -> dict:
+        columns = self.evaluate_fn(archs)
+        missing = [name for name in self.predicted if name not in columns]
+        if missing:
+            raise SearchConfigError(f"evaluate() returned {sorted(columns)} but the search needs {missing[0]!r}")
+        for name, values in columns.items():
+            if len(values) != len(archs):
+                raise SearchConfigError(f"evaluate() returned {len(values)} values of {name!r} for {len(archs)} archs")
+        return columns
+
+    def save(self) -> None:
+        if self.out_dir is not None:  # rows replayed so far, then resumed ones the replay has not reached
+            write_rows(self.out_dir / "evaluations.csv", [*self.rows, *self.cached.values()])
+
+    # -- predictors -----------------------------------------------------------------------------
+    def features(self, archs: list[dict]) -> np.ndarray:
+        out = []
+        for arch in archs:
+            key = self.space.key(arch)
+            if key not in self._features:
+                self._features[key] = self.space.features(arch)
+            out.append(self._features[key])
+        return np.stack(out)
+
+    def fit_predictors(self) -> bool:
+        """One predictor per quantity that only the real evaluation gives; False if there is none."""
+        X = self.features([row["arch"] for row in self.rows])
+        for name in self.predicted:
+            y = np.array([row[name] for row in self.rows], dtype=np.float64)
+            self.predictors[name] = create_predictor(self.predictor_name, **_seeded(self.predictor_name, self.seed))
+            self.predictors[name].fit(X, y)
+        return bool(self.predicted)
+
+    def estimate(self, archs: list[dict]) -> dict[str, np.ndarray]:
+        columns = {name: np.asarray(fn(archs), dtype=np.float64) for name, fn in self.exact.items()
+                   if name in self.needed}
+        if self.predicted:
+            X = self.features(archs)
+            columns.update({name: self.predictors[name].predict(X) for name in self.predicted})
+        return columns
+
+    # -- proposing candidates ---------------------------------------------------------------------
+    def propose(self, algorithm: str, k: int, generations: int, population: int, iteration: int,
+                rng: np.random.Generator) -> list[dict]:
+        """The ``k`` most spread not yet evaluated archs of the front the algorithm finds on the estimates."""
+        problem = ArchProblem(self.space, self.objectives, self.constraints, self.estimate)
+        if algorithm == "random":
+            X = np.stack([self.space.encode(self.space.sample(rng)) for _ in range(population * generations)])
+        else:
+            X = self._run_algorithm(problem, algorithm, generations, population, iteration, rng)
+        archs, seen = [], set(self.keys)
+        for genes in X:
+            arch = self.space.decode(genes)
+            if self.space.key(arch) not in seen:
+                seen.add(self.space.key(arch))
+                archs.append(arch)
+        chosen = []
+        if archs:
+            out = problem.evaluate(np.stack([self.space.encode(a) for a in archs]), return_as_dictionary=True)
+            feasible = np.all(out["G"] <= 0, axis=1) if self.constraints else np.ones(len(archs), dtype=bool)
+            remaining = np.flatnonzero(feasible)
+            # front by front (predicted), each spread along the first objective, until k are chosen
+            while remaining.size and len(chosen) < k:
+                front = remaining[pareto_mask(out["F"][remaining])]
+                chosen += [int(front[i]) for i in pick_spread(out["F"][front], k - len(chosen))]
+                remaining = np.setdiff1d(remaining, front)
+        picked = [archs[i] for i in chosen]
+        for _ in range(100 * k):  # the algorithm converged on evaluated archs: explore at random
+            if len(picked) >= k:
+                break
+            arch = self.space.sample(rng)
+            if self.space.key(arch) not in seen:
+                seen.add(self.space.key(arch))
+                picked.append(arch)
+        return picked
+
+    def _run_algorithm(self, problem, algorithm, generations, population, iteration, rng) -> np.ndarray:
+        # warm start: the evaluated archs (front first), topped up with random ones
+        F = np.stack([minimised(name, [row[name] for row in self.rows]) for name in self.objectives], axis=1)
+        order = np.argsort(~pareto_mask(F), kind="stable")
+        initial = [self.space.encode(self.rows[i]["arch"]) for i in order[:population]]
+        initial += [self.space.encode(self.space.sample(rng)) for _ in range(population - len(initial))]
+        method = make_algorithm(algorithm, len(self.objectives), population, np.stack(initial),
+                                int(rng.integers(2**31)))
+        bar = tqdm(total=generations, desc=f"iteration {iteration}: {algorithm} on predictors",
+                   disable=not self.progress, leave=False)
+        result = minimize(problem, method, ("n_gen", generations), seed=int(rng.integers(2**31)),
+                          callback=lambda _: bar.update(1), verbose=False)
+        bar.close()
+        return np.atleast_2d(result.pop.get("X"))
+
+    # -- reporting ----------------------------------------------------------------------------------
+    def set_reference(self) -> None:
+        """Hypervolume is measured in units of the initial evaluations' range, with the reference
+        point 10% beyond their worst values, fixed for the whole search so iterations compare."""
+        F = self._minimised(self.rows)
+        self.reference = (F.min(axis=0), np.maximum(F.max(axis=0) - F.min(axis=0), 1e-12))
+
+    def _minimised(self, rows) -> np.ndarray:
+        return np.stack([minimised(name, [row[name] for row in rows]) for name in self.objectives], axis=1)
+
+    def feasible(self, rows) -> list[dict]:
+        return [row for row in rows if all(DIRECTIONS[n] * (row[n] - bound) <= 0 for n, bound in
+                                           self.constraints.items())]
+
+    def hypervolume(self) -> float:
+        rows = self.feasible(self.rows)
+        if not rows:
+            return 0.0
+        low, scale = self.reference
+        return float(HV(ref_point=np.full(len(self.objectives), 1.1))((self._minimised(rows) - low) / scale))
+
+    def log_iteration(self, iteration: int, candidates: list[dict], estimates: dict) -> None:
+        entry = {"iteration": iteration, "evaluations": len(self.rows), "hypervolume": self.hypervolume(),
+                 "front_size": len(self.pareto()), "time": time.strftime("%Y-%m-%d %H:%M:%S")}
+        # predictor quality on the candidates it proposed, before they were evaluated: out of sample
+        by_key = {self.space.key(row["arch"]): row for row in self.rows}
+        for name in self.predicted:
+            if name in estimates and len(candidates) >= 2:
+                truth = np.array([by_key[self.space.key(a)][name] for a in candidates])
+                quality = report(truth, estimates[name])
+                entry[f"{name}_kendall_tau"] = quality["kendall_tau"]
+                entry[f"{name}_mape"] = quality["mape"]
+        self.log.append(entry)
+        log.info("iteration %d: %d real evaluations, hypervolume %.4f, front %d", iteration, entry["evaluations"],
+                 entry["hypervolume"], entry["front_size"])
+        if self.out_dir is not None:
+            write_rows(self.out_dir / "search_log.csv", self.log, list(dict.fromkeys(k for e in self.log for k in e)))
+
+    def pareto(self) -> list[dict]:
+        rows = self.feasible(self.rows)
+        if not rows:
+            return []
+        return [row for row, keep in zip(rows, pareto_mask(self._minimised(rows))) if keep]
+
+    def finish(self) -> SearchResult:
+        if self.cached:  # the replay went elsewhere: keep the real evaluations it did not reach
+            self.rows += [{**row, "id": len(self.rows) + i} for i, row in enumerate(self.cached.values())]
+            self.cached = {}
+            self.save()
+        result = SearchResult(self.rows, self.pareto(), self.log, self.objectives, dict(self.constraints))
+        if self.out_dir is not None:
+            write_rows(self.out_dir / "pareto.csv", result.pareto, columns_of(self.rows))
+            y = "accuracy" if "accuracy" in self.objectives else self.objectives[1]
+            x = next(name for name in self.objectives if name != y)
+            plot_pareto(self.out_dir / "pareto.png", self.rows, result.pareto, x, y,
+                        title=f"{len(self.rows)} real evaluations, {len(result.pareto)} on the front")
+        return result
+
+
+def _seeded(name: str, seed: int) -> dict:
+    return {} if name == "ridge" else {"seed": seed}  # ridge is deterministic and takes no seed
+
+
+def _plain(value):
+    return value.item() if isinstance(value, np.generic) else value

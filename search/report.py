@@ -1,0 +1,113 @@
+"""Search results on disk and on screen: CSV rows, the Pareto plot, the front as a table."""
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from supernet.checkpoint import atomic_write
+
+from .objectives import DIRECTIONS, minimised, pareto_mask
+
+# the first columns of evaluations.csv / pareto.csv (ARCHITECTURE.md), then any others, then iteration
+LEADING = ("id", "arch", "accuracy", "macs", "params", "latency_ms", "latency_source")
+TRAILING = ("iteration",)
+
+
+def columns_of(rows: Sequence[dict]) -> list[str]:
+    """Every key of ``rows``, in ARCHITECTURE.md's order."""
+    present = dict.fromkeys(key for row in rows for key in row)
+    columns = [c for c in LEADING if c in present]
+    return columns + [c for c in present if c not in LEADING and c not in TRAILING] + [c for c in TRAILING
+                                                                                        if c in present]
+
+
+def write_rows(path: str | Path, rows: Sequence[dict], columns: Sequence[str] | None = None) -> Path:
+    """Rows as CSV (``arch`` as JSON), written atomically; ``columns`` default to ``columns_of(rows)``."""
+    columns = columns_of(rows) if columns is None else columns
+    text = io.StringIO()
+    writer = csv.DictWriter(text, fieldnames=columns, extrasaction="ignore")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({key: json.dumps(value, separators=(",", ":")) if key == "arch" else value
+                         for key, value in row.items()})
+    return atomic_write(path, lambda f: f.write(text.getvalue()), mode="w")
+
+
+def read_rows(path: str | Path) -> list[dict]:
+    """The rows ``write_rows`` wrote: ``arch`` decoded, numbers as numbers, other text as text."""
+    with open(path, newline="") as f:
+        return [{key: _parse(key, value) for key, value in row.items()} for row in csv.DictReader(f)]
+
+
+def _parse(key: str, value: str):
+    if key == "arch":
+        return json.loads(value)
+    for number in (int, float):
+        try:
+            return number(value)
+        except ValueError:
+            pass
+    return value
+
+
+def format_table(rows: Sequence[dict], columns: Sequence[str]) -> str:
+    """A plain-text table of ``rows`` (the front printed at the end of a search)."""
+    def cell(value) -> str:
+        if isinstance(value, float):
+            return f"{value:.4f}" if abs(value) < 10 else f"{value:,.1f}"
+        if isinstance(value, int):
+            return f"{value:,}"
+        return str(value)
+
+    body = [[cell(row.get(c, "")) for c in columns] for row in rows]
+    widths = [max(len(c), *(len(line[i]) for line in body)) if body else len(c) for i, c in enumerate(columns)]
+    lines = ["  ".join(c.rjust(w) for c, w in zip(columns, widths))]
+    lines += ["  ".join(v.rjust(w) for v, w in zip(line, widths)) for line in body]
+    return "\n".join(lines)
+
+
+def plot_pareto(path: str | Path, evaluations: Sequence[dict], pareto: Sequence[dict], x: str, y: str,
+                title: str = "") -> Path:
+    """``y`` against ``x`` for every real evaluation; the true front highlighted, the front known
+    after each earlier iteration faded behind it."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    def front(rows):
+        F = np.stack([minimised(x, [r[x] for r in rows]), minimised(y, [r[y] for r in rows])], axis=1)
+        return sorted((r for r, keep in zip(rows, pareto_mask(F)) if keep), key=lambda r: r[x])
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.8), dpi=120)
+    ax.scatter([r[x] for r in evaluations], [r[y] for r in evaluations], s=12, c="0.7", label="real evaluations")
+    iterations = sorted({r["iteration"] for r in evaluations})
+    for i, it in enumerate(iterations[:-1]):
+        earlier = [r for r in evaluations if r["iteration"] <= it]
+        line = front(earlier)
+        ax.step([r[x] for r in line], [r[y] for r in line], where="post", alpha=0.15 + 0.5 * i / len(iterations),
+                c="tab:blue", lw=1, label="front after iteration" if i == 0 else None)
+    if pareto:
+        line = sorted(pareto, key=lambda r: r[x])
+        ax.step([r[x] for r in line], [r[y] for r in line], where="post", c="tab:red", lw=1.5)
+        ax.scatter([r[x] for r in line], [r[y] for r in line], s=28, c="tab:red", zorder=3, label="Pareto front")
+    ax.set_xlabel(_label(x))
+    ax.set_ylabel(_label(y))
+    if title:
+        ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="best", fontsize=8)
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
+    plt.close(fig)
+    return atomic_write(path, lambda f: f.write(buffer.getvalue()))
+
+
+def _label(name: str) -> str:
+    return f"{name} ({'higher' if DIRECTIONS[name] < 0 else 'lower'} is better)"

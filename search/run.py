@@ -1,0 +1,169 @@
+"""``python -m search.run hw=jetson``: the Pareto front of a trained supernet for one hardware profile.
+
+A thin layer over ``search.run_search``: it loads the supernet and the profile, checks every option
+before it writes anything, runs the loop in ``out_dir/<hw>/<stamp>/`` (or continues an unfinished
+one), exports the front's subnets and prints the front.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import logging
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from hw_profiles import ProfileError, load_profile
+from predictors import PredictorError
+from supernet.checkpoint import CheckpointError, load_supernet, save_json
+from supernet.data import DataError, build_data, calibration_loader
+from supernet.errors import ConfigError
+from supernet.evaluate import accuracy
+from supernet.export import save_subnet
+
+from .evaluator import SupernetEvaluator
+from .loop import pick_spread, run_search
+from .objectives import DIRECTIONS, SearchConfigError, check_constraints, check_objectives, minimised, violation
+from .problem import ALGORITHMS
+from .report import format_table
+
+CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
+USER_ERRORS = (CheckpointError, ConfigError, DataError, PredictorError, ProfileError, SearchConfigError)
+log = logging.getLogger("search")
+
+
+def newest_supernet(train_dir: str | Path) -> Path:
+    found = sorted(Path(train_dir).glob("*/supernet.pt"), key=lambda p: p.stat().st_mtime)
+    if not found:
+        raise SearchConfigError(f"no trained supernet in {str(train_dir)!r} (*/supernet.pt); train one with "
+                                "`python -m supernet.train +model=vit` or pass supernet=PATH")
+    return found[-1]
+
+
+def search_dir(cfg, hw: str, settings: dict) -> Path:
+    """The unfinished search of the same settings to continue (``resume=auto``), else a new stamp."""
+    root = Path(cfg.out_dir) / hw
+    if cfg.resume not in ("auto", "never"):
+        path = Path(cfg.resume)
+        if not (path / "search_state.json").is_file():
+            raise SearchConfigError(f"resume={cfg.resume!r} is not a search directory (no search_state.json)")
+        if json.loads((path / "search_state.json").read_text())["settings"] != settings:
+            raise SearchConfigError(f"resume={cfg.resume!r} was a search with other settings; use resume=never")
+        return path
+    if cfg.resume == "auto":
+        for path in sorted(root.glob("*/search_state.json"), reverse=True):
+            state = json.loads(path.read_text())
+            if not state["finished"] and state["settings"] == settings:
+                return path.parent
+    stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    path, n = root / stamp, 1
+    while path.exists():  # two searches started in the same second
+        path, n = root / f"{stamp}-{n}", n + 1
+    return path
+
+
+def run(cfg) -> Path:
+    """Runs (or continues) the search of ``cfg``; returns its directory."""
+    from omegaconf import OmegaConf
+
+    options = OmegaConf.to_container(cfg, resolve=True)
+    objectives = check_objectives(options["objectives"])
+    constraints = check_constraints(options["constraints"])
+    if cfg.algorithm not in ALGORITHMS:
+        raise SearchConfigError(f"unknown algorithm {cfg.algorithm!r}; algorithms: {', '.join(ALGORITHMS)}")
+    profile = load_profile(options["hw"])
+    if profile.kind == "measured" and profile.table is None:
+        profile.check_available()
+    supernet_path = Path(cfg.supernet) if cfg.supernet else newest_supernet(cfg.train_dir)
+    print(f"supernet: {supernet_path}")
+    net = load_supernet(supernet_path)
+    device = torch.device("cuda" if cfg.device == "auto" and torch.cuda.is_available() else
+                          "cpu" if cfg.device == "auto" else cfg.device)
+    net.to(device)
+    data_cfg = dict(net.train_config.get("data") or {})
+    if not data_cfg:
+        raise CheckpointError(f"{str(supernet_path)!r} does not say which data it was trained on (config.data)")
+    data = build_data(data_cfg.pop("name"), **data_cfg)
+    if cfg.split not in ("val", "test"):
+        raise SearchConfigError(f"split={cfg.split!r}; allowed: val, test")
+    loader = DataLoader(getattr(data, cfg.split), batch_size=cfg.eval_batch_size)
+    calib = calibration_loader(data, cfg.bn_calib_images, cfg.eval_batch_size, cfg.seed)
+    evaluator = SupernetEvaluator(net, profile, loader, calib, device, seed=cfg.seed)
+
+    settings = {"supernet": str(supernet_path.resolve()), "hw": options["hw"], "objectives": list(objectives),
+                "constraints": constraints, **{key: options[key] for key in (
+                    "algorithm", "predictor", "budget", "init", "per_iteration", "population", "generations",
+                    "split", "seed")}}
+    out = search_dir(cfg, profile.name, settings)
+    resumed = out.exists()
+    out.mkdir(parents=True, exist_ok=True)
+    save_json({"settings": settings, "finished": False}, out / "search_state.json")
+    print(f"{'continuing' if resumed else 'search'} in {out}: {cfg.budget} real evaluations on {profile.name} "
+          f"(latency {profile.kind}), {cfg.algorithm} on {cfg.predictor} predictors")
+    result = run_search(net.space, evaluator, objectives, budget=cfg.budget, init=cfg.init,
+                        per_iteration=cfg.per_iteration, generations=cfg.generations, population=cfg.population,
+                        algorithm=cfg.algorithm, predictor=cfg.predictor, constraints=constraints,
+                        exact=evaluator.exact(), seed=cfg.seed, out_dir=out)
+
+    if not result.pareto and constraints:
+        warn_unmet(result.evaluations, constraints, objectives)
+    else:
+        export_front(net, result.pareto, objectives, out, data, calib, device, cfg, supernet_path)
+    save_json({"settings": settings, "finished": True}, out / "search_state.json")
+    columns = ["id", *objectives, *[c for c in ("latency_ms", "macs", "params") if c not in objectives],
+               "latency_source"]
+    print(f"\nPareto front on {profile.name} ({len(result.pareto)} of {len(result.evaluations)} real evaluations):")
+    print(format_table(sorted(result.pareto, key=lambda r: r[objectives[1]]), columns))
+    print(f"\nresults: {out}/ (evaluations.csv, pareto.csv, pareto.png, search_log.csv, subnets/)")
+    return out
+
+
+def export_front(net, pareto, objectives, out, data, calib, device, cfg, supernet_path) -> None:
+    """The front's subnets (at most ``export.max_subnets``, spread along it) as standalone models, with
+    their test accuracy beside the search's figures in arch.json."""
+    if not pareto or cfg.export.max_subnets < 1:
+        return
+    F = np.stack([minimised(name, [row[name] for row in pareto]) for name in objectives], axis=1)
+    chosen = [pareto[i] for i in pick_spread(F, cfg.export.max_subnets)]
+    test_loader = DataLoader(data.test, batch_size=cfg.eval_batch_size)
+    for row in tqdm(chosen, desc="exporting subnets"):
+        metrics = {key: row[key] for key in ("accuracy", "macs", "params", "latency_ms", "latency_source", "profile")
+                   if key in row}
+        metrics["accuracy_split"] = cfg.split
+        metrics["test_accuracy"] = accuracy(net, row["arch"], test_loader, device, calib)
+        save_subnet(net, row["arch"], out / "subnets" / f"{row['id']:04d}", metrics=metrics,
+                    supernet_path=str(supernet_path), onnx=cfg.export.onnx)
+
+
+def warn_unmet(rows, constraints, objectives) -> None:
+    """No real evaluation meets the constraints: name the three nearest subnets instead."""
+    G = violation(constraints, {name: np.array([row[name] for row in rows]) for name in constraints})
+    relative = np.clip(G, 0, None) / np.maximum(np.abs(list(constraints.values())), 1e-12)
+    nearest = np.argsort(relative.sum(axis=1), kind="stable")[:3]
+    bounds = ", ".join(f"{n}{'<=' if DIRECTIONS[n] > 0 else '>='}{b:g}" for n, b in constraints.items())
+    shown = "; ".join(f"id {rows[i]['id']} (" + ", ".join(f"{n}={rows[i][n]:.4g}" for n in
+                                                       dict.fromkeys([*constraints, *objectives])) + ")"
+                      for i in nearest)
+    print(f"warning: no evaluated subnet meets {bounds}; nearest: {shown}", file=sys.stderr)
+
+
+def main() -> None:
+    import hydra
+    from omegaconf import DictConfig
+
+    @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="search")
+    def _main(cfg: DictConfig) -> None:
+        try:
+            run(cfg)
+        except USER_ERRORS as err:
+            sys.exit(f"error: {err}")
+
+    _main()
+
+
+if __name__ == "__main__":
+    main()
