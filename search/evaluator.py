@@ -65,6 +65,6 @@ class SupernetEvaluator:
         """The device table by arch, and a predictor fit on all its rows for the archs it lacks."""
         archs, latencies = self.profile.table_rows()
         space = self.net.space
-        by_key = {canonical_arch(space.canonical(a)): ms for a, ms in zip(archs, latencies)}
+        by_key = {canonical_arch(space.canonical(a)): ms for a, ms in zip(archs, latencies, strict=True)}
         X = np.stack([space.features(a) for a in archs])
         return by_key, create_predictor("xgboost", seed=self.seed).fit(X, np.asarray(latencies))

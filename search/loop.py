@@ -66,7 +66,7 @@ def run_search(space, evaluate: Callable[[list[dict]], Mapping[str, Sequence]],
     if not 2 <= init <= budget or per_iteration < 1:
         raise SearchConfigError(f"need 2 <= init <= budget and per_iteration >= 1 "
                                 f"(init={init}, budget={budget}, per_iteration={per_iteration})")
-    exact = {**{name: _analytic(space, name) for name in ANALYTIC}, **(exact or {})}
+    exact = exact_quantities(space, exact)
     check_reachable(space, constraints, exact)
     search = _Search(space, evaluate, objectives, constraints, exact, predictor, seed,
                      None if out_dir is None else Path(out_dir), chunk_size, progress)
@@ -118,9 +118,12 @@ def check_reachable(space, constraints: Mapping[str, float], exact: Mapping[str,
                                     f", has {name}={value:g}")
 
 
-def _analytic(space, name: str) -> Callable[[list[dict]], np.ndarray]:
-    method = getattr(space, name)
-    return lambda archs: np.array([method(arch) for arch in archs], dtype=np.float64)
+def exact_quantities(space, exact: Mapping[str, Callable] | None = None) -> dict[str, Callable]:
+    """The analytic quantities of the space (MACs, params, model size), plus the caller's ``exact``."""
+    def analytic(method):
+        return lambda archs: np.array([method(arch) for arch in archs], dtype=np.float64)
+
+    return {**{name: analytic(getattr(space, name)) for name in ANALYTIC}, **(exact or {})}
 
 
 def pick_spread(F: np.ndarray, k: int) -> np.ndarray:
@@ -314,7 +317,7 @@ class _Search:
         rows = self.feasible(self.rows)
         if not rows:
             return []
-        return [row for row, keep in zip(rows, pareto_mask(self._minimised(rows))) if keep]
+        return [row for row, keep in zip(rows, pareto_mask(self._minimised(rows)), strict=True) if keep]
 
     def finish(self) -> SearchResult:
         if self.cached:  # the replay went elsewhere: keep the real evaluations it did not reach

@@ -66,8 +66,8 @@ def format_table(rows: Sequence[dict], columns: Sequence[str]) -> str:
 
     body = [[cell(row.get(c, "")) for c in columns] for row in rows]
     widths = [max(len(c), *(len(line[i]) for line in body)) if body else len(c) for i, c in enumerate(columns)]
-    lines = ["  ".join(c.rjust(w) for c, w in zip(columns, widths))]
-    lines += ["  ".join(v.rjust(w) for v, w in zip(line, widths)) for line in body]
+    lines = ["  ".join(c.rjust(w) for c, w in zip(columns, widths, strict=True))]
+    lines += ["  ".join(v.rjust(w) for v, w in zip(line, widths, strict=True)) for line in body]
     return "\n".join(lines)
 
 
@@ -82,7 +82,7 @@ def plot_pareto(path: str | Path, evaluations: Sequence[dict], pareto: Sequence[
 
     def front(rows):
         F = np.stack([minimised(x, [r[x] for r in rows]), minimised(y, [r[y] for r in rows])], axis=1)
-        return sorted((r for r, keep in zip(rows, pareto_mask(F)) if keep), key=lambda r: r[x])
+        return sorted((r for r, keep in zip(rows, pareto_mask(F), strict=True) if keep), key=lambda r: r[x])
 
     fig, ax = plt.subplots(figsize=(6.4, 4.8), dpi=120)
     ax.scatter([r[x] for r in evaluations], [r[y] for r in evaluations], s=12, c="0.7", label="real evaluations")

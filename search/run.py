@@ -26,7 +26,7 @@ from supernet.evaluate import accuracy
 from supernet.export import save_subnet
 
 from .evaluator import SupernetEvaluator
-from .loop import pick_spread, run_search
+from .loop import check_reachable, exact_quantities, pick_spread, run_search
 from .objectives import DIRECTIONS, SearchConfigError, check_constraints, check_objectives, minimised, violation
 from .problem import ALGORITHMS
 from .report import format_table
@@ -93,6 +93,7 @@ def run(cfg) -> Path:
     loader = DataLoader(getattr(data, cfg.split), batch_size=cfg.eval_batch_size)
     calib = calibration_loader(data, cfg.bn_calib_images, cfg.eval_batch_size, cfg.seed)
     evaluator = SupernetEvaluator(net, profile, loader, calib, device, seed=cfg.seed)
+    check_reachable(net.space, constraints, exact_quantities(net.space, evaluator.exact()))
 
     settings = {"supernet": str(supernet_path.resolve()), "hw": options["hw"], "objectives": list(objectives),
                 "constraints": constraints, **{key: options[key] for key in (
