@@ -21,15 +21,19 @@ test: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 
+# fresh clone -> trained digits ViT supernet -> Pareto fronts for a Jetson (estimated) and this CPU
+# (measured) -> exported subnets under runs/search/<hw>/<stamp>/subnets/
 demo: $(STAMP)
 	$(BIN)/python -m supernet.train +model=vit
-	$(BIN)/python -m supernet.export runs/train/vit-digits/supernet.pt --out runs/demo/subnets
+	$(BIN)/python -m search.run hw=jetson supernet=runs/train/vit-digits/supernet.pt
+	$(BIN)/python -m search.run hw=local_cpu supernet=runs/train/vit-digits/supernet.pt
 
 bench: $(STAMP)
 	$(BIN)/python scripts/bench_elastic.py
 	$(BIN)/python scripts/bench_train.py
 	$(BIN)/python scripts/bench_standalone.py
 	$(BIN)/python scripts/bench_sampling.py
+	$(BIN)/python scripts/bench_search.py
 
 clean:
 	rm -rf $(VENV) runs outputs
