@@ -162,6 +162,9 @@ def main() -> None:
             run(cfg)
         except USER_ERRORS as err:
             sys.exit(f"error: {err}")
+        except KeyboardInterrupt:  # every real evaluation so far is on file
+            print("\ninterrupted: run the same command again to continue the search (resume=auto)", file=sys.stderr)
+            sys.exit(130)
 
     _main()
 
