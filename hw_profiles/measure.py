@@ -2,20 +2,16 @@
 `kind: table` profile (or any profile's `table:` field) reads.
 
 Run on the target device (e.g. a Jetson with the `local_gpu` profile, a Raspberry Pi with
-`local_cpu`), then copy the CSV back and point a profile's `table` at it.
-
-Still to come, from the lead: the command line. It will take a supernet checkpoint
-(`supernet=PATH`), a measured profile (`hw=local_cpu`), how many archs to time (`n=...`), a seed,
-and an output path (default `runs/tables/<hw>.csv`); it will sample archs with
-`net.space.sample(rng)` (plus `largest()` and `smallest()`), build each with `net.export(arch)`,
-and pass `(arch, model, (3, res, res))` triples to `measure_models`, then call `write_table`. It
-loads a supernet, so it cannot live in `hw_profiles`, which must not import `supernet`.
+`local_cpu`), then copy the CSV back and point a profile's `table` at it. The command line that
+does this for a supernet's subnets is `python -m search.measure`: it loads a supernet, which
+`hw_profiles` must not import, so it lives in `search`.
 """
 
 from __future__ import annotations
 
 import contextlib
 import csv
+import itertools
 import json
 import os
 import tempfile
@@ -35,37 +31,45 @@ def measure_models(
     named_models: Iterable[tuple[Mapping[str, Any], nn.Module, Sequence[int]]],
     profile: HardwareProfile,
     *,
+    chunk: int = 100,
     progress: bool = True,
 ) -> list[dict[str, Any]]:
     """Time each `(arch, model, input_shape)` with a measured profile; one table row per model.
 
-    `named_models` may be a generator, so that only one exported model is alive at a time.
-    `input_shape` is one sample's shape, without the batch dimension.
+    `named_models` may be a generator: it is consumed `chunk` models at a time, and the models of
+    one chunk (alive together) are timed in the profile's interleaved rounds. A larger chunk
+    spreads each model's passes over a longer time, so a burst of load on a shared machine hurts
+    less; a smaller one holds fewer models in memory. `input_shape` is one sample's shape, without
+    the batch dimension.
     """
     if profile.kind != "measured":
         raise ProfileError(
             f"{profile.origin}: measure_models needs a measured profile, but {profile.name!r} is "
             f"{profile.kind!r}; run it on the device with local_cpu or local_gpu"
         )
+    if chunk < 1:
+        raise ValueError(f"chunk must be >= 1 (models timed together), got {chunk}")
     rows = []
-    for arch, model, input_shape in tqdm(
-        named_models, desc=f"timing on {profile.name}", disable=not progress
-    ):
-        result = profile.latency_ms(model, input_shape)
-        rows.append(
-            {
-                "arch": dict(arch),
-                "latency_ms": result.ms,
-                "iqr_ms": result.iqr_ms,
-                "n": result.n,
-                "batch_size": profile.batch_size,
-                "input_shape": list(input_shape),
-                "profile": profile.name,
-                "device": profile.device,
-                "backend": profile.backend,
-                "threads": profile.threads,
-            }
-        )
+    items = iter(named_models)
+    with tqdm(desc=f"timing on {profile.name}", unit="model", disable=not progress) as bar:
+        while batch := list(itertools.islice(items, chunk)):
+            results = profile.measure_many([(model, shape) for _, model, shape in batch])
+            for (arch, _, input_shape), result in zip(batch, results, strict=True):
+                rows.append(
+                    {
+                        "arch": dict(arch),
+                        "latency_ms": result.ms,
+                        "iqr_ms": result.iqr_ms,
+                        "n": result.n,
+                        "batch_size": profile.batch_size,
+                        "input_shape": list(input_shape),
+                        "profile": profile.name,
+                        "device": profile.device,
+                        "backend": profile.backend,
+                        "threads": profile.threads,
+                    }
+                )
+            bar.update(len(batch))
     return rows
 
 

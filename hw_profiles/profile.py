@@ -26,7 +26,7 @@ from torch import nn
 from hw_profiles.errors import ArchNotInTableError, ProfileError
 from hw_profiles.roofline import OP_KINDS, PRECISIONS, Roofline
 from hw_profiles.table import TableRow, canonical_arch, read_table
-from hw_profiles.timing import time_forward
+from hw_profiles.timing import time_interleaved
 
 PROFILE_DIR = Path(__file__).resolve().parent.parent / "conf" / "hw"
 KINDS = ("measured", "estimated", "table")
@@ -34,7 +34,9 @@ KINDS = ("measured", "estimated", "table")
 
 @dataclass(frozen=True)
 class LatencyResult:
-    ms: float  # latency of one forward pass of the profile's batch (median when timed)
+    # Latency of one forward pass of the profile's batch. When timed: the fastest pass, since load
+    # from other processes only ever adds time (README, "Predictors": how repeatable each is).
+    ms: float
     iqr_ms: float | None  # interquartile range of the timed runs; None when nothing was timed here
     source: str  # "measured" | "estimated" | "table"
     profile: str  # the profile's name
@@ -56,6 +58,7 @@ class HardwareProfile:
     threads: int | None = None
     warmup: int | None = None
     repeats: int | None = None
+    rounds: int = 1  # measure_many spreads the repeats over this many interleaved rounds (at most repeats)
     # kind: estimated
     peak_gmacs: Mapping[str, float] | None = None
     memory_gbps: float | None = None
@@ -81,7 +84,7 @@ class HardwareProfile:
         if self.kind == "measured":
             if model is None or input_shape is None:
                 raise ProfileError(f"profile {self.name!r} times a model: pass model and input_shape")
-            return self._measure(model, tuple(int(size) for size in input_shape))
+            return self.measure_many([(model, input_shape)])[0]
         if self.kind == "estimated":
             if layer_costs is None:
                 raise ProfileError(
@@ -139,24 +142,38 @@ class HardwareProfile:
             index[key] = row
         return index
 
-    def _measure(self, model: nn.Module, input_shape: tuple[int, ...]) -> LatencyResult:
-        self._check_device_available()
-        times = time_forward(
-            model,
-            input_shape,
+    def measure_many(self, models: Sequence[tuple[nn.Module, Sequence[int]]]) -> list[LatencyResult]:
+        """Time several `(model, input_shape)` in `rounds` interleaved rounds (measured kind only).
+
+        Interleaving spreads each model's passes over the whole measurement, so a burst of load
+        from another process slows a few passes of many models instead of all passes of one.
+        """
+        if self.kind != "measured":
+            raise ProfileError(
+                f"{self.origin}: profile {self.name!r} is {self.kind!r}, not measured; time models "
+                "with local_cpu or local_gpu, on the device itself"
+            )
+        self.check_available()
+        all_times = time_interleaved(
+            [(model, tuple(int(size) for size in shape)) for model, shape in models],
             device=self.device,
             backend=self.backend,
             threads=self.threads,
             warmup=self.warmup,
             repeats=self.repeats,
+            rounds=self.rounds,
             batch_size=self.batch_size,
         )
-        first_quartile, median, third_quartile = np.percentile(times, [25, 50, 75])
+        return [self._result(times) for times in all_times]
+
+    def _result(self, times: Sequence[float]) -> LatencyResult:
+        first_quartile, third_quartile = np.percentile(times, [25, 75])
         return LatencyResult(
-            float(median), float(third_quartile - first_quartile), "measured", self.name, len(times)
+            float(min(times)), float(third_quartile - first_quartile), "measured", self.name, len(times)
         )
 
-    def _check_device_available(self) -> None:
+    def check_available(self) -> None:
+        """Raises ProfileError when this machine cannot time on the profile's device."""
         if self.device != "cuda":
             return
         if self.backend == "torch" and not torch.cuda.is_available():
@@ -312,6 +329,7 @@ _FIELDS: dict[str, _Field] = {
     "threads": _Field(_integer(1), ("measured",)),
     "warmup": _Field(_integer(0), ("measured",)),
     "repeats": _Field(_integer(1), ("measured",)),
+    "rounds": _Field(_integer(1), ()),
     "peak_gmacs": _Field(_number_map(PRECISIONS, ("fp32",), _number(0, inclusive=False)), ("estimated",)),
     "memory_gbps": _Field(_number(0, inclusive=False), ("estimated",)),
     "efficiency": _Field(

@@ -13,6 +13,7 @@ from hw_profiles import (
     PROFILE_DIR,
     ArchNotInTableError,
     HardwareProfile,
+    LatencyResult,
     ProfileError,
     known_profiles,
     load_profile,
@@ -265,6 +266,60 @@ def test_local_gpu_without_cuda_says_so():
     profile = load_profile("local_gpu")  # loading is fine anywhere
     with pytest.raises(ProfileError, match="no CUDA device is available"):
         profile.latency_ms(mlp(8, 1), (8,))
+
+
+def test_interleaved_rounds_time_each_model_in_turn_and_restore_state():
+    import gc
+
+    from hw_profiles.timing import time_interleaved
+
+    calls: list[str] = []
+
+    class Logged(nn.Module):
+        def __init__(self, name: str):
+            super().__init__()
+            self.name = name
+
+        def forward(self, x):
+            calls.append(self.name.upper() if self.training else self.name)  # upper case: not in eval mode
+            return x
+
+    first, second = Logged("a").eval(), Logged("b").train()
+    times = time_interleaved([(first, (2,)), (second, (2,))], device="cpu", backend="torch", threads=1,
+                             warmup=1, repeats=5, rounds=2, batch_size=1)
+    # Warm-up, then per round one untimed pass and that round's share of the 5 timed passes (3, then 2).
+    assert "".join(calls) == "ab" + "aaaa" + "bbbb" + "aaa" + "bbb"
+    assert [len(model_times) for model_times in times] == [5, 5] and min(times[0]) > 0
+    assert second.training and not first.training and gc.isenabled()
+    calls.clear()  # more rounds than passes: one pass per round, never an empty round
+    times = time_interleaved([(first, (2,))], device="cpu", backend="torch", threads=1, warmup=0, repeats=2,
+                             rounds=3, batch_size=1)
+    assert "".join(calls) == "aa" and len(times[0]) == 2
+
+
+def test_measured_latency_is_the_fastest_pass(monkeypatch):
+    import hw_profiles.profile as profile_module
+
+    monkeypatch.setattr(profile_module, "time_interleaved", lambda models, **_: [[3.0, 1.0, 2.0, 5.0]] * len(models))
+    result = quick_cpu().latency_ms(mlp(8, 1), (8,))
+    # Load from other processes only adds time: the fastest pass is the model's own cost.
+    assert (result.ms, result.iqr_ms, result.n) == (1.0, pytest.approx(3.5 - 1.75), 4)
+
+
+def test_measure_models_times_chunks_of_a_generator_together(monkeypatch):
+    chunks = []
+
+    def measure_many(self, models):
+        chunks.append(len(models))
+        return [LatencyResult(float(shape[0]), 0.0, "measured", self.name, 1) for _, shape in models]
+
+    monkeypatch.setattr(HardwareProfile, "measure_many", measure_many)
+    models = (({"width": width}, mlp(width, 1), (width,)) for width in (8, 16, 24, 32, 40))
+    rows = measure_models(models, quick_cpu(), chunk=2, progress=False)
+    assert chunks == [2, 2, 1]
+    assert [(row["arch"]["width"], row["latency_ms"]) for row in rows] == [(w, w) for w in (8, 16, 24, 32, 40)]
+    with pytest.raises(ValueError, match="chunk"):
+        measure_models([], quick_cpu(), chunk=0)
 
 
 # --- device tables ---------------------------------------------------------------------------------

@@ -1,0 +1,112 @@
+"""``python -m search.measure``: a device latency table of a supernet's subnets, made on the device.
+
+    python -m search.measure --supernet runs/train/vit-digits/supernet.pt --hw local_cpu --n 200 \\
+        [--seed 0] [--out runs/tables/local_cpu.csv] [--threads 4] [--backend onnxruntime] [--chunk 50]
+
+Run it on the target device (a Jetson with ``--hw local_gpu``, a Raspberry Pi with ``--hw local_cpu``):
+it needs only this package and torch. It times the largest and the smallest subnet and ``--n`` distinct
+sampled ones, each exported as static modules, and writes ``arch -> latency_ms`` rows. Copy the CSV
+back and set the device's profile ``table:`` (``hw=jetson hw.table=PATH``): the search then reads those
+latencies and fits its latency predictor on them.
+
+It lives here rather than in ``hw_profiles`` (which holds the timing and the table format) because
+it loads a supernet, and ``hw_profiles`` must not import ``supernet``.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+
+from hw_profiles import HardwareProfile, ProfileError, load_profile, measure_models, write_table
+from supernet.checkpoint import CheckpointError, load_supernet
+
+
+def sample_archs(space, n: int, seed: int) -> list[dict]:
+    """The largest and the smallest arch, then ``n`` distinct others drawn with ``space.sample``;
+    canonical, so that their rows match the search's look-ups."""
+    if n + 2 > space.cardinality():
+        raise ValueError(f"--n {n} asks for more subnets than the space holds "
+                         f"({space.cardinality()} in all, largest and smallest included)")
+    rng = np.random.default_rng(seed)
+    archs = [space.canonical(space.largest()), space.canonical(space.smallest())]
+    seen = {space.key(arch) for arch in archs}
+    while len(archs) < n + 2:  # ends: the space holds at least n + 2 distinct subnets
+        arch = space.canonical(space.sample(rng))
+        if space.key(arch) not in seen:
+            seen.add(space.key(arch))
+            archs.append(arch)
+    return archs
+
+
+def exported(net, archs: list[dict]) -> Iterator[tuple[dict, object, tuple[int, int, int]]]:
+    """``(arch, static model, input shape)``, built on demand so that few models are alive at once."""
+    for arch in archs:
+        res = arch["resolution"]
+        yield arch, net.export(arch), (net.in_chans, res, res)
+
+
+def default_chunk(space) -> int:
+    """How many models to time together: more spreads each one's passes over a longer time (less
+    noise on a shared machine), but all of them are in memory at once, which a small device lacks."""
+    largest_bytes = 4 * space.params(space.largest())
+    return max(1, min(100, 2**30 // largest_bytes))
+
+
+def measured_profile(hw: str, overrides: dict) -> HardwareProfile:
+    profile = load_profile(hw, **overrides)
+    if profile.kind != "measured":
+        raise ProfileError(
+            f"profile {profile.name!r} is {profile.kind!r}: it cannot time models here. Run this command on "
+            f"that device with --hw local_cpu (or local_gpu), copy the CSV back and set hw.table=PATH"
+        )
+    profile.check_available()
+    return profile
+
+
+def main(argv: list[str] | None = None) -> Path:
+    parser = argparse.ArgumentParser(prog="python -m search.measure", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--supernet", required=True, help="a trained supernet.pt")
+    parser.add_argument("--hw", default="local_cpu",
+                        help="a measured profile: local_cpu, local_gpu or a profile YAML path (default: local_cpu)")
+    parser.add_argument("--n", type=_positive, default=200, help="sampled subnets besides largest and smallest")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the sampled archs")
+    parser.add_argument("--out", help="output CSV (default: runs/tables/<profile name>.csv)")
+    parser.add_argument("--threads", type=_positive, help="override the profile's thread count")
+    parser.add_argument("--backend", choices=("torch", "onnxruntime"), help="override the profile's backend")
+    parser.add_argument("--chunk", type=_positive,
+                        help="models alive and timed together in interleaved rounds (default: as many as "
+                             "fit in 1 GiB of float32 weights at the largest subnet's size, at most 100)")
+    args = parser.parse_args(argv)
+    overrides = {key: value for key, value in (("threads", args.threads), ("backend", args.backend))
+                 if value is not None}
+    try:
+        profile = measured_profile(args.hw, overrides)
+        net = load_supernet(args.supernet)
+        archs = sample_archs(net.space, args.n, args.seed)
+    except (CheckpointError, ProfileError, ValueError) as err:
+        sys.exit(f"error: {err}")
+    print(f"timing {len(archs)} subnets of {args.supernet} on {profile.name} "
+          f"({profile.device}, {profile.backend}, {profile.threads} thread(s))")
+    rows = measure_models(exported(net, archs), profile, chunk=args.chunk or default_chunk(net.space))
+    out = write_table(rows, args.out or Path("runs") / "tables" / f"{profile.name}.csv")
+    print(f"wrote {len(rows)} rows to {out}; use it with hw=<device profile> hw.table={out}")
+    return out
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {text!r}")
+    return value
+
+
+if __name__ == "__main__":
+    main()
