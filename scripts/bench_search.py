@@ -45,23 +45,20 @@ BUDGETS = (25, 50, 75, 100, 125, 150, 175, 200)
 
 
 class Oracle:
-    """Real accuracy and measured latency of each arch, computed once; ``archs`` logs every request."""
+    """Real accuracy and measured latency of each arch, computed once and memoised; the archs of one
+    call are timed together in interleaved rounds, as the search's evaluator does."""
 
     def __init__(self, net, val, calib, profile):
         self.net, self.val, self.calib, self.profile = net, val, calib, profile
         self.truth: dict[str, tuple[float, float]] = {}
 
     def __call__(self, archs):
-        values = [self.one(arch) for arch in archs]
+        new = list({self.net.space.key(a): a for a in archs if self.net.space.key(a) not in self.truth}.items())
+        models = [(self.net.export(a).eval(), (self.net.in_chans, a["resolution"], a["resolution"])) for _, a in new]
+        for (key, arch), timed in zip(new, self.profile.measure_many(models) if models else [], strict=True):
+            self.truth[key] = (accuracy(self.net, arch, self.val, calib_loader=self.calib), timed.ms)
+        values = [self.truth[self.net.space.key(a)] for a in archs]
         return {"accuracy": [a for a, _ in values], "latency_ms": [t for _, t in values]}
-
-    def one(self, arch):
-        key = self.net.space.key(arch)
-        if key not in self.truth:
-            res = arch["resolution"]
-            latency = self.profile.latency_ms(self.net.export(arch), (self.net.in_chans, res, res)).ms
-            self.truth[key] = (accuracy(self.net, arch, self.val, calib_loader=self.calib), latency)
-        return self.truth[key]
 
 
 def loop_run(space, oracle, seed, budget, init, per_iteration):
@@ -123,7 +120,10 @@ def main() -> None:
                     load_profile("local_cpu"))
 
     reference_archs = initial_archs(space, args.reference, np.random.default_rng(12345))
-    reference = [oracle.one(a) for a in tqdm(reference_archs, desc="reference: random real evaluations")]
+    reference = []
+    for start in tqdm(range(0, len(reference_archs), 25), desc="reference: random real evaluations (x25)"):
+        columns = oracle(reference_archs[start:start + 25])
+        reference += list(zip(columns["accuracy"], columns["latency_ms"], strict=True))
     runs = {"loop": [], "random": [], "nsga2_real": []}
     for seed in tqdm(args.seeds, desc="seeds"):
         runs["loop"].append(loop_run(space, oracle, seed, args.budget, args.init, args.per_iteration))
