@@ -33,6 +33,7 @@ bench: $(STAMP)
 	$(BIN)/python scripts/bench_train.py
 	$(BIN)/python scripts/bench_standalone.py
 	$(BIN)/python scripts/bench_sampling.py
+	$(BIN)/python scripts/bench_quant.py
 	$(BIN)/python scripts/bench_search.py
 
 clean:

@@ -4,9 +4,15 @@
 model config, for fine-tuning with this package), ``model.pt2`` (``torch.export`` program, loads
 with torch alone) and ``model.onnx``. The directory is assembled beside its destination and
 renamed into place, so a reader never sees a half-written subnet.
+
+``model.onnx`` is opset 21: a quantized block's fake quantization becomes QuantizeLinear /
+DequantizeLinear pairs, int8 at 8 bits and int4 at 4 bits (opset 21 added int4), other widths an
+int8 pair with a Clip of the integers to the width's range. onnxruntime fuses the int8 pairs
+around matrix products into integer kernels; int4 pairs run as dequantize + float kernels on CPU.
 """
 from __future__ import annotations
 
+import copy
 import datetime as _dt
 import io
 import os
@@ -15,7 +21,11 @@ import tempfile
 import warnings
 from pathlib import Path
 
+import numpy as np
+import onnx
 import torch
+from onnxscript import ir
+from onnxscript import opset21 as op
 from torch import nn
 
 from .checkpoint import SUBNET_FORMAT, atomic_write, default_permissions, load_checkpoint, save_checkpoint, save_json
@@ -41,13 +51,85 @@ def _write_pt2(static: nn.Module, x: torch.Tensor, path: Path) -> None:
     atomic_write(path, write)
 
 
+ONNX_OPSET = 21  # the first with int4 QuantizeLinear / DequantizeLinear
+
+
+def _qdq(x, scale, quant_min: int, quant_max: int, axis: int = 1):
+    """``DequantizeLinear(QuantizeLinear(x))``: int4 for the 4-bit range, else int8, whose integers
+    are clipped to the range when it is narrower (2, 3, 5, 6, 7 bits; onnxruntime clips no int4)."""
+    int8 = ir.DataType.INT8
+    if not -128 <= quant_min < quant_max <= 127:
+        raise NotImplementedError(f"no ONNX integer type holds the quantization range [{quant_min}, {quant_max}]")
+    dtype = ir.DataType.INT4 if (quant_min, quant_max) == (-8, 7) else int8
+    q = op.QuantizeLinear(x, scale, axis=axis, output_dtype=dtype)
+    if dtype == int8 and (quant_min, quant_max) != (-128, 127):
+        q = op.Clip(q, op.Constant(value=ir.tensor(quant_min, dtype=int8)),
+                    op.Constant(value=ir.tensor(quant_max, dtype=int8)))
+    return op.DequantizeLinear(q, scale, axis=axis)
+
+
+def _onnx_fake_quantize_per_tensor(self, scale, zero_point, quant_min: int, quant_max: int):
+    return _qdq(self, scale, quant_min, quant_max)  # zero point: always 0 (symmetric) in this package
+
+
+def _onnx_fake_quantize_per_channel(self, scale, zero_point, axis: int, quant_min: int, quant_max: int):
+    return _qdq(self, scale, quant_min, quant_max, axis)
+
+
+# torch's own translations cover 8 bits only; these add int4 and the other widths.
+ONNX_TRANSLATIONS = {torch.ops.aten.fake_quantize_per_tensor_affine.tensor_qparams: _onnx_fake_quantize_per_tensor,
+                     torch.ops.aten.fake_quantize_per_channel_affine.default: _onnx_fake_quantize_per_channel}
+
+
 def _write_onnx(static: nn.Module, x: torch.Tensor, path: Path) -> None:
     batch = torch.export.Dim("batch", min=1, max=4096)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         program = torch.onnx.export(static, (x,), dynamo=True, input_names=["input"], output_names=["logits"],
-                                    dynamic_shapes=({0: batch},), verbose=False)
+                                    dynamic_shapes=({0: batch},), opset_version=ONNX_OPSET,
+                                    custom_translation_table=ONNX_TRANSLATIONS, verbose=False)
     atomic_write(path, lambda f: f.write(program.model_proto.SerializeToString()))
+
+
+def uint8_qdq(model: onnx.ModelProto) -> onnx.ModelProto:
+    """A copy of ``model`` whose int8 QuantizeLinear -> DequantizeLinear pairs are uint8 with zero
+    point 128: the same numbers, for onnxruntime on x86 CPUs without VNNI. There it leaves int8
+    activations in float, and would saturate the int16 pair sums of its u8 x s8 kernel; with both
+    operands uint8 it fuses each pair-fed matrix product into an exact integer kernel
+    (MatMulIntegerToFloat / QLinearMatMul). ``model.onnx`` keeps int8 (TensorRT takes zero point 0 only).
+    """
+    model = copy.deepcopy(model)
+    graph = model.graph
+    consumers: dict[str, list] = {}
+    for node in graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+    shapes = {t.name: list(t.dims) for t in graph.initializer}
+    zero_points: dict[tuple, str] = {}
+
+    def zero_point(scale: str) -> str:
+        shape = tuple(shapes.get(scale, ()))
+        if shape not in zero_points:
+            zero_points[shape] = f"uint8_zero_point_{len(zero_points)}"
+            graph.initializer.append(onnx.numpy_helper.from_array(np.full(shape, 128, np.uint8), zero_points[shape]))
+        return zero_points[shape]
+
+    retyped = set()
+    for q in graph.node:
+        dtype = next((a for a in q.attribute if a.name == "output_dtype"), None)
+        pairs = consumers.get(q.output[0], [])
+        if q.op_type != "QuantizeLinear" or dtype is None or dtype.i != onnx.TensorProto.INT8 or \
+                not pairs or any(n.op_type != "DequantizeLinear" for n in pairs):
+            continue
+        q.attribute.remove(dtype)  # the zero point's type sets the output type
+        for node in [q, *pairs]:
+            del node.input[2:]
+            node.input.append(zero_point(node.input[1]))
+        retyped.add(q.output[0])
+    kept = [v for v in graph.value_info if v.name not in retyped]  # recorded as int8: let onnxruntime infer
+    del graph.value_info[:]
+    graph.value_info.extend(kept)
+    return model
 
 
 def save_subnet(net: nn.Module, arch: dict, out_dir: str | os.PathLike, *, metrics: dict | None = None,

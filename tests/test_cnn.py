@@ -81,8 +81,8 @@ def test_mobilenetv3_cardinality_is_ofas_count():
     per_block = 3 * 3  # kernel x expand choices
     ofa = (per_block ** 2 + per_block ** 3 + per_block ** 4) ** 5  # depth 2, 3 or 4 in each of 5 stages
     assert 2e19 < ofa < 2.2e19  # OFA's "> 10^19 subnets"
-    for config in ("mobilenetv3_w10", "mobilenetv3_w12"):
-        assert cnn(config).space.cardinality() == ofa * len(OFA_RESOLUTIONS)
+    for config in ("mobilenetv3_w10", "mobilenetv3_w12"):  # OFA's space: float blocks only
+        assert cnn(config, bits=[32]).space.cardinality() == ofa * len(OFA_RESOLUTIONS)
     space = MobileNetV3Space(resolution=OFA_RESOLUTIONS, ks=[3, 5, 7], expand=[3, 4, 6], depth=[2, 3, 4],
                              bits=[4, 8, 32], widths=[16, 16, 24, 40, 80, 112, 160, 960, 1280],
                              strides=[2, 1, 2, 2, 2, 1, 2], in_chans=3, num_classes=1000)
@@ -96,13 +96,13 @@ def test_resnet_cardinality_is_ofas_count():
     stages = 1
     for base in (2, 2, 4, 2):
         stages *= 3 * sum(3 ** (base + extra) for extra in (0, 1, 2))
-    assert cnn("resnet50").space.cardinality() == len(OFA_RESOLUTIONS) * 3 * 3 * 2 * stages
+    assert cnn("resnet50", bits=[32]).space.cardinality() == len(OFA_RESOLUTIONS) * 3 * 3 * 2 * stages
 
 
 def tiny_spaces():
-    mbv3 = MobileNetV3Space(resolution=[8], ks=[3, 5], expand=[3], depth=[1, 2], widths=[8] * 9,
+    mbv3 = MobileNetV3Space(resolution=[8], ks=[3, 5], expand=[3], depth=[1, 2], bits=[32], widths=[8] * 9,
                             strides=[1] * 7, in_chans=1, num_classes=2)
-    resnet = ResNetSpace(resolution=[8], depth=[0, 1], expand=[0.25, 0.5], width=[1.0], stem_width=8,
+    resnet = ResNetSpace(resolution=[8], depth=[0, 1], expand=[0.25, 0.5], width=[1.0], bits=[32], stem_width=8,
                          stage_widths=[8, 8, 8, 8], base_depth=[1, 1, 1, 1], stem_stride=1, stem_pool=False,
                          stage_strides=[1, 1, 1, 1], in_chans=1, num_classes=2)
     return [mbv3, resnet]
@@ -119,7 +119,8 @@ def test_cardinality_matches_brute_force_enumeration(space):
     ("mobilenetv3", {"ks": [4] * 20}, "ks[0]"),
     ("mobilenetv3", {"expand": [3, 4]}, "expand"),
     ("mobilenetv3", {"depth": [2, 3, 4, 5, 2]}, "depth[3]"),
-    ("mobilenetv3", {"bits": [8] * 20}, "bits[0]"),
+    ("mobilenetv3", {"bits": [16] * 20}, "bits[0]"),
+    ("resnet", {"bits": [32, 6] + [32] * 16}, "bits[1]"),
     ("resnet", {"width": [0.65, 0.7, 1.0, 1.0, 1.0, 1.0]}, "width[1]"),
     ("resnet", {"depth": [0, 1, 2, 3, 0]}, "depth[3]"),
     ("resnet", {"kernel": 3}, "kernel"),

@@ -2,32 +2,43 @@ import json
 import subprocess
 import sys
 
+import onnx
 import onnxruntime as ort
 import pytest
 import torch
+from conftest import model_config
 
 import supernet.export as export_mod
+from supernet import create_supernet_from_config
 from supernet.checkpoint import CheckpointError, save_checkpoint
-from supernet.export import load_subnet, save_subnet
+from supernet.export import load_subnet, save_subnet, uint8_qdq
+from supernet.layers import QuantLinear
+
+
+def export_vit(tmp_path_factory, bits: list[int], bits_choices=(4, 8, 32)):
+    """The digits ViT exported at a mid-sized arch at 12 px with per-block ``bits``, with its
+    input and the supernet's own output (elastic layers: autograd on bypasses the static cache)."""
+    net = create_supernet_from_config({**model_config("vit"), "bits": list(bits_choices)}, num_classes=10)
+    arch = {**net.space.sample(4), "resolution": 12, "depth": 3, "bits": bits}
+    x = torch.randn(3, 1, 12, 12)
+    net.set_active(arch)
+    net.train()(x)  # a training batch sets the input scales of each width from the data
+    net.eval()
+    out = save_subnet(net, arch, tmp_path_factory.mktemp("subnets") / "s0", metrics={"accuracy": 0.5},
+                      supernet_path="runs/train/x/supernet.pt")
+    return net, arch, out, x, net(x).detach()
 
 
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
-    """One exported subnet of the digits ViT (a mid-sized arch at 12 px), shared by the tests."""
-    import yaml
-    from conftest import ROOT
+    """One float subnet, shared by the tests."""
+    return export_vit(tmp_path_factory, [32] * 4)
 
-    from supernet import create_supernet_from_config
 
-    net = create_supernet_from_config(yaml.safe_load((ROOT / "conf/model/vit.yaml").read_text()), num_classes=10)
-    net.eval()
-    arch = {**net.space.sample(4), "resolution": 12, "depth": 3}
-    out = save_subnet(net, arch, tmp_path_factory.mktemp("subnets") / "s0", metrics={"accuracy": 0.5},
-                      supernet_path="runs/train/x/supernet.pt")
-    x = torch.randn(3, 1, 12, 12)
-    net.set_active(arch)
-    expected = net(x).detach()  # the elastic layers (autograd on bypasses the static cache)
-    return net, arch, out, x, expected
+@pytest.fixture(scope="module")
+def quantized(tmp_path_factory):
+    """One subnet with 8-bit, 4-bit and float blocks."""
+    return export_vit(tmp_path_factory, [8, 4, 32, 8])
 
 
 def test_subnet_directory_holds_the_contract_files(exported):
@@ -61,13 +72,59 @@ def test_onnx_matches_torch(exported):
     torch.testing.assert_close(torch.from_numpy(logits), expected, atol=1e-4, rtol=0)
 
 
-def test_load_subnet_rebuilds_the_module(exported):
-    net, arch, out, x, expected = exported
+@pytest.mark.parametrize("subnet", ["exported", "quantized"])
+def test_load_subnet_rebuilds_the_module(subnet, request):
+    net, arch, out, x, expected = request.getfixturevalue(subnet)
     module = load_subnet(out / "model.pt")
     assert module.arch == net.space.validate(arch)
     with torch.no_grad():
         torch.testing.assert_close(module(x), expected, atol=1e-6, rtol=0)
     assert type(module) is type(net.export(arch))
+    quantized = [b < 32 for b in arch["bits"][:arch["depth"]]]
+    assert [isinstance(b.mlp.fc1, QuantLinear) for b in module.blocks] == quantized
+
+
+def test_quantized_blocks_export_as_quantize_dequantize_pairs(quantized):
+    _, arch, out, _, _ = quantized
+    model = onnx.load(out / "model.onnx")
+    assert model.opset_import[0].version == 21
+    nodes = model.graph.node
+    widths = {n.output[0]: next(a.i for a in n.attribute if a.name == "output_dtype")
+              for n in nodes if n.op_type == "QuantizeLinear"}
+    # per quantized linear layer (4 per block) one pair on its input and one on its weight
+    int8, int4 = onnx.TensorProto.INT8, onnx.TensorProto.INT4
+    assert sorted(widths.values()) == [int8] * 8 + [int4] * 8  # block 0 at 8 bits, 1 at 4, 2 float (3 idle)
+    dequantized = [n.input[0] for n in nodes if n.op_type == "DequantizeLinear"]
+    assert sorted(dequantized) == sorted(widths)  # every QuantizeLinear feeds a DequantizeLinear
+
+
+def test_quantized_onnx_and_pt2_match_the_fake_quantized_supernet(quantized, tmp_path):
+    net, arch, out, x, expected = quantized
+    # onnxruntime runs the same integers and scales (dequantize, then float matrix products), so it
+    # differs from torch only by float summation order (~1e-6), as the float export does: same tolerance.
+    session = ort.InferenceSession(str(out / "model.onnx"), providers=["CPUExecutionProvider"])
+    (logits,) = session.run(None, {"input": x.numpy()})
+    torch.testing.assert_close(torch.from_numpy(logits), expected, atol=1e-4, rtol=0)
+    program = torch.export.load(out / "model.pt2").module()
+    torch.testing.assert_close(program(x), expected, atol=1e-6, rtol=0)
+    # for x86 onnxruntime: the same pairs in uint8 fuse into integer matrix products, still exact
+    options = ort.SessionOptions()
+    options.optimized_model_filepath = str(tmp_path / "optimized.onnx")
+    session = ort.InferenceSession(uint8_qdq(onnx.load(out / "model.onnx")).SerializeToString(), options,
+                                   providers=["CPUExecutionProvider"])
+    (fused,) = session.run(None, {"input": x.numpy()})
+    torch.testing.assert_close(torch.from_numpy(fused), expected, atol=1e-4, rtol=0)
+    ops = [n.op_type for n in onnx.load(tmp_path / "optimized.onnx").graph.node]
+    assert ops.count("MatMulIntegerToFloat") + ops.count("QLinearMatMul") == 4  # the 8-bit block's linears
+
+
+def test_other_widths_export_as_clipped_int8_pairs(tmp_path_factory):
+    net, arch, out, x, expected = export_vit(tmp_path_factory, [3, 6, 32, 32], bits_choices=(3, 6, 32))
+    ops = [n.op_type for n in onnx.load(out / "model.onnx").graph.node]
+    assert ops.count("QuantizeLinear") == ops.count("Clip") == 16
+    session = ort.InferenceSession(str(out / "model.onnx"), providers=["CPUExecutionProvider"])
+    (logits,) = session.run(None, {"input": x.numpy()})
+    torch.testing.assert_close(torch.from_numpy(logits), expected, atol=1e-4, rtol=0)
 
 
 def test_failed_save_keeps_the_previous_subnet(exported, monkeypatch):

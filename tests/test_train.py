@@ -9,7 +9,7 @@ import time
 import numpy as np
 import pytest
 import torch
-from conftest import ROOT
+from conftest import ROOT, model_config
 from scipy.stats import chisquare
 
 from supernet.checkpoint import CheckpointError, load_checkpoint, load_supernet, save_checkpoint
@@ -21,10 +21,11 @@ from supernet.train import sandwich_archs
 PHASES = [{"name": "largest", "epochs": 2, "lr": 1e-3, "unlock": ["resolution"]},
           {"name": "depth", "epochs": 1, "lr": 5e-4, "unlock": ["depth"]},
           {"name": "width", "epochs": 2, "lr": 5e-4, "unlock": ["num_heads", "mlp_ratio", "embed_dim"]}]
-# Three short phases for the command-line tests (hydra override syntax).
+# Four short phases for the command-line tests (hydra override syntax).
 TINY_SCHEDULE = ("model.schedule=[{name:largest,epochs:1,lr:0.002,unlock:[resolution]},"
                  "{name:depth,epochs:1,lr:0.001,unlock:[depth]},"
-                 "{name:width,epochs:2,lr:0.001,unlock:[num_heads,mlp_ratio,embed_dim]}]")
+                 "{name:width,epochs:2,lr:0.001,unlock:[num_heads,mlp_ratio,embed_dim]},"
+                 "{name:bits,epochs:1,lr:0.001,unlock:[bits]}]")
 
 
 def test_each_phase_samples_only_the_dimensions_it_has_unlocked(digits_vit):
@@ -47,6 +48,26 @@ def test_each_phase_samples_only_the_dimensions_it_has_unlocked(digits_vit):
                     {"resolution", "depth", "num_heads", "mlp_ratio", "embed_dim"}]
     # a phase that unlocks nothing trains the full network alone
     assert sandwich_archs(space, None, (), 2, rng) == [largest]
+
+
+@pytest.mark.parametrize("config", sorted(p.stem for p in (ROOT / "conf/model").glob("*.yaml")))
+def test_bits_are_unlocked_by_the_last_phase_only(config):
+    # Quantization-aware training comes last: every earlier phase trains float subnets only.
+    unlocks = [p.get("unlock") or [] for p in model_config(config)["schedule"]]
+    assert "bits" in unlocks[-1] and not any("bits" in u for u in unlocks[:-1])
+
+
+def test_only_the_bits_phase_samples_quantized_subnets(digits_vit):
+    space = digits_vit.space
+    schedule = Schedule(model_config("vit")["schedule"], steps_per_epoch=10, dims=space.keys)
+    rng = np.random.default_rng(0)
+    for phase in range(len(schedule.phases)):
+        unlocked = schedule.unlocked(phase)
+        sampler = create_sampler("complexity", space, unlocked, pool_size=300)
+        drawn = [a for _ in range(30) for a in sandwich_archs(space, sampler, unlocked, 2, rng)]
+        widths = {b for a in drawn for b in a["bits"]}
+        assert widths == ({4, 8, 32} if phase == len(schedule.phases) - 1 else {32}), phase
+        assert drawn[0] == space.largest()  # the float teacher of in-place distillation
 
 
 def test_learning_rate_warms_up_then_decays_to_the_floor_in_each_phase(digits_vit):
@@ -153,12 +174,12 @@ def test_interrupted_and_resumed_run_ends_with_the_same_weights(tmp_path):
                    capture_output=True)
     straight = load_checkpoint(tmp_path / "straight" / "supernet.pt", "ofa-nas/supernet")
     resumed = load_checkpoint(run_dir / "supernet.pt", "ofa-nas/supernet")
-    assert resumed["train_state"]["step"] == straight["train_state"]["step"] == 4 * 4
+    assert resumed["train_state"]["step"] == straight["train_state"]["step"] == 5 * 4
     for key, value in straight["state_dict"].items():
         assert torch.equal(value, resumed["state_dict"][key]), key
     rows = list(csv.DictReader((run_dir / "metrics.csv").open()))
-    assert [r["epoch"] for r in rows] == ["1", "2", "3", "4"]  # no row lost or repeated by the interrupt
-    assert [r["phase"] for r in rows] == ["largest", "depth", "width", "width"]
+    assert [r["epoch"] for r in rows] == ["1", "2", "3", "4", "5"]  # no row lost or repeated by the interrupt
+    assert [r["phase"] for r in rows] == ["largest", "depth", "width", "width", "bits"]
     assert math.isclose(float(rows[-1]["loss"]), resumed["metrics"]["history"][-1]["loss"])
     assert (run_dir / "tb").is_dir() and any((run_dir / "tb").iterdir())
     final = resumed["metrics"]["final"]["subnets"]
@@ -186,14 +207,15 @@ def test_torchrun_two_cpu_processes_train_the_same_subnets(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     # every rank checks at the end that all ranks hold the same weights (check_ranks_agree)
     ckpt = load_checkpoint(tmp_path / "r" / "supernet.pt", "ofa-nas/supernet")
-    assert ckpt["train_state"]["complete"] and ckpt["train_state"]["step"] == 4 * 4
+    assert ckpt["train_state"]["complete"] and ckpt["train_state"]["step"] == 5 * 4
     assert proc.stdout.count("final test accuracy") == 1  # only rank 0 reports and writes
     assert sorted(p.name for p in (tmp_path / "r").iterdir()) == ["config.yaml", "metrics.csv", "supernet.pt", "tb"]
 
 
 @pytest.mark.parametrize("model, schedule", [
     ("mobilenetv3", "model.schedule=[{name:largest,epochs:1,lr:0.002,unlock:[resolution]},"
-                    "{name:kernel,epochs:1,lr:0.001,unlock:[ks]},{name:expand,epochs:1,lr:0.001,unlock:[depth,expand]}]"),
+                    "{name:kernel,epochs:1,lr:0.001,unlock:[ks]},{name:expand,epochs:1,lr:0.001,unlock:[depth,expand]},"
+                    "{name:bits,epochs:1,lr:0.001,unlock:[bits]}]"),
     ("resnet", "model.schedule=[{name:largest,epochs:1,lr:0.002,unlock:[resolution]},"
                "{name:expand,epochs:1,lr:0.001,unlock:[depth,expand]},{name:width,epochs:1,lr:0.001,unlock:[width]}]"),
 ])

@@ -10,9 +10,10 @@ from torch import nn
 
 from .cache import InferenceCache
 from .linear import _check_size
+from .quant import Quantizable
 
 
-class ElasticDepthwiseConv2d(nn.Conv2d):
+class ElasticDepthwiseConv2d(Quantizable, nn.Conv2d):
     """A depthwise ``kxk`` conv (``groups == channels``, no bias, same padding) whose subnets run
     the first ``active_channels`` channels with any kernel size of ``kernel_sizes``.
 
@@ -22,7 +23,8 @@ class ElasticDepthwiseConv2d(nn.Conv2d):
     distribution of them (OFA's kernel transformation).
 
     With autograd off the active kernel is cached (``InferenceCache``) and recomputed only when the
-    active size or a weight changes, so evaluating a subnet costs the conv alone.
+    active size or a weight changes, so evaluating a subnet costs the conv alone. Below 32 bits the
+    input and the active kernel are fake-quantized by ``quant``.
     """
 
     def __init__(self, channels: int, kernel_sizes: Sequence[int], stride: int = 1):
@@ -36,6 +38,7 @@ class ElasticDepthwiseConv2d(nn.Conv2d):
             f"{big}to{small}": nn.Parameter(torch.eye(small * small)) for small, big in pairwise(sizes)})
         self.active_channels, self.active_kernel_size = channels, k
         self._cache = InferenceCache()
+        self._init_quant()
 
     def set_active(self, channels: int, kernel_size: int) -> None:
         if kernel_size not in self.kernel_sizes:
@@ -58,19 +61,21 @@ class ElasticDepthwiseConv2d(nn.Conv2d):
 
     def active_weight(self) -> torch.Tensor:
         c, k = self.active_channels, self.active_kernel_size
-        return self._cache.get((c, k), (self.weight, *self.kernel_transforms.values()), lambda: self.kernel(k, c))
+        return self._cache.get((c, k, self.bits), (self.weight, *self.kernel_transforms.values()),
+                               lambda: self.quantize_weight(self.kernel(k, c)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         k = self.active_kernel_size
-        return F.conv2d(x, self.active_weight(), None, self.stride, k // 2, self.dilation, self.active_channels)
+        return F.conv2d(self.quantize_input(x), self.active_weight(), None, self.stride, k // 2, self.dilation,
+                        self.active_channels)
 
     def to_static(self) -> nn.Conv2d:
         c, k = self.active_channels, self.active_kernel_size
-        static = nn.Conv2d(c, c, k, stride=self.stride, padding=k // 2, groups=c, bias=False,
-                           device=self.weight.device, dtype=self.weight.dtype)
+        static = self.static_class(nn.Conv2d)(c, c, k, stride=self.stride, padding=k // 2, groups=c, bias=False,
+                                              device=self.weight.device, dtype=self.weight.dtype)
         with torch.no_grad():
             static.weight.copy_(self.kernel(k, c))
-        return static
+        return self.freeze_scales(static)
 
     def extra_repr(self) -> str:
         return super().extra_repr() + f", kernel_sizes={list(self.kernel_sizes)}, " \

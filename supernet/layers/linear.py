@@ -6,6 +6,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .cache import InferenceCache
+from .quant import Quantizable
 
 
 def _check_size(what: str, value: int, maximum: int) -> int:
@@ -22,17 +23,19 @@ def _copy_into(static: nn.Module, weight: torch.Tensor, bias: torch.Tensor | Non
     return static
 
 
-class ElasticLinear(nn.Linear):
+class ElasticLinear(Quantizable, nn.Linear):
     """``nn.Linear`` that runs its first ``active_in`` inputs and ``active_out`` outputs.
 
     Slicing a prefix keeps the kept weights a view of the shared weight, so every subnet trains the
-    same parameters; at full size the forward is exactly ``nn.Linear``'s.
+    same parameters; at full size and 32 bits the forward is exactly ``nn.Linear``'s. With a
+    quantizer (``quant``) the input and the active weight are fake-quantized at its active width.
     """
 
     def __init__(self, in_features: int, out_features: int, bias: bool = True, **kwargs):
         super().__init__(in_features, out_features, bias=bias, **kwargs)
         self.active_in, self.active_out = in_features, out_features
         self._cache = InferenceCache()
+        self._init_quant()
 
     def set_active(self, in_features: int, out_features: int) -> None:
         self.active_in = _check_size("in_features", in_features, self.in_features)
@@ -45,18 +48,20 @@ class ElasticLinear(nn.Linear):
         return None if self.bias is None else self.bias[: self.active_out]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        weight, bias = self._cache.get((self.active_in, self.active_out), (self.weight, self.bias), self._contiguous)
-        return F.linear(x, weight, bias)
+        weight, bias = self._cache.get((self.active_in, self.active_out, self.bits), (self.weight, self.bias),
+                                       self._contiguous)
+        return F.linear(self.quantize_input(x), weight, bias)
 
     def _contiguous(self) -> tuple[torch.Tensor, torch.Tensor | None]:
         bias = self.active_bias()
-        return self.active_weight().contiguous(), None if bias is None else bias.contiguous()
+        return self.quantize_weight(self.active_weight().contiguous()), None if bias is None else bias.contiguous()
 
     def to_static(self) -> nn.Linear:
-        """A plain ``nn.Linear`` of the active size holding copies of the active weights."""
-        static = nn.Linear(self.active_in, self.active_out, bias=self.bias is not None,
-                           device=self.weight.device, dtype=self.weight.dtype)
-        return _copy_into(static, self.active_weight(), self.active_bias())
+        """A plain ``nn.Linear`` (a ``QuantLinear`` below 32 bits) of the active size holding copies of
+        the active weights."""
+        static = self.static_class(nn.Linear)(self.active_in, self.active_out, bias=self.bias is not None,
+                                              device=self.weight.device, dtype=self.weight.dtype)
+        return self.freeze_scales(_copy_into(static, self.active_weight(), self.active_bias()))
 
     def extra_repr(self) -> str:
         return super().extra_repr() + f", active=({self.active_in}, {self.active_out})"

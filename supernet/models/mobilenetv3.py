@@ -18,13 +18,17 @@ from timm.layers import make_divisible
 from torch import nn
 
 from ..layers import (
+    DEFAULT_BITS,
     ConvNormAct,
     ElasticConvNormAct,
     ElasticDwConvNormAct,
     ElasticSqueezeExcite,
+    attach_quantizers,
+    check_bits_choices,
     conv_cost,
     same_conv_size,
     se_width,
+    set_bits,
     sort_channel_group,
 )
 from ..space import Dim, SearchSpace
@@ -51,8 +55,8 @@ class MobileNetV3Space(SearchSpace):
     family = "mobilenetv3"
 
     def __init__(self, *, resolution: Sequence[int], ks: Sequence[int], expand: Sequence[float],
-                 depth: Sequence[int], bits: Sequence[int] = (32,), widths: Sequence[int], strides: Sequence[int],
-                 in_chans: int, num_classes: int, channel_divisor: int = 8):
+                 depth: Sequence[int], bits: Sequence[int] = DEFAULT_BITS, widths: Sequence[int],
+                 strides: Sequence[int], in_chans: int, num_classes: int, channel_divisor: int = 8):
         if len(widths) != NUM_STAGES + 4 or len(strides) != NUM_STAGES + 2:
             raise ValueError(f"MobileNetV3 takes {NUM_STAGES + 4} widths (stem, first block, {NUM_STAGES} stages, "
                              f"final expansion, feature mix) and {NUM_STAGES + 2} strides (stem, first block, "
@@ -225,10 +229,11 @@ class ElasticMobileNetV3(Supernet):
     """
 
     def __init__(self, num_classes: int, *, resolution: Sequence[int], ks: Sequence[int], expand: Sequence[float],
-                 depth: Sequence[int], bits: Sequence[int] = (32,), width_mult: float = 1.0, in_chans: int = 3,
+                 depth: Sequence[int], bits: Sequence[int] = DEFAULT_BITS, width_mult: float = 1.0, in_chans: int = 3,
                  base_widths: Sequence[int] = OFA_BASE_WIDTHS, strides: Sequence[int] = OFA_STRIDES,
                  channel_divisor: int = 8, dropout_rate: float = 0.1):
         super().__init__()
+        bits = check_bits_choices(bits)
         widths = [make_divisible(w * width_mult, channel_divisor) for w in base_widths]
         self.config = dict(name="mobilenetv3", num_classes=num_classes, resolution=list(resolution), ks=list(ks),
                            expand=list(expand), depth=list(depth), bits=list(bits), width_mult=width_mult,
@@ -254,6 +259,7 @@ class ElasticMobileNetV3(Supernet):
             for i in range(max(depth)):
                 blocks.append(ElasticInvertedResidual(in_w, out_w, ks, expand, stride if i == 0 else 1,
                                                       STAGE_ACT[stage], STAGE_SE[stage], channel_divisor))
+                attach_quantizers(blocks[-1], bits)  # every conv of a stage block runs at its bit width
                 in_w = out_w
         self.blocks = nn.ModuleList(blocks)
         self.final_expand = ConvNormAct(nn.Conv2d(in_w, head_w, 1, bias=False), nn.BatchNorm2d(head_w),
@@ -286,6 +292,7 @@ class ElasticMobileNetV3(Supernet):
         arch = self.space.validate(arch)
         for j in self.space.active_blocks(arch):
             self.blocks[j].set_active(arch["ks"][j], arch["expand"][j])
+            set_bits(self.blocks[j], arch["bits"][j])
         self.active_arch = arch
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
@@ -334,10 +341,10 @@ def checked_dims(space: SearchSpace, names: Iterable[str]) -> set[str]:
 
 @register_supernet
 def mobilenetv3(num_classes: int, resolution: Sequence[int] = OFA_RESOLUTIONS, ks: Sequence[int] = (3, 5, 7),
-                expand: Sequence[float] = (3, 4, 6), depth: Sequence[int] = (2, 3, 4), bits: Sequence[int] = (32,),
-                width_mult: float = 1.0, in_chans: int = 3, base_widths: Sequence[int] = OFA_BASE_WIDTHS,
-                strides: Sequence[int] = OFA_STRIDES, channel_divisor: int = 8,
-                dropout_rate: float = 0.1) -> ElasticMobileNetV3:
+                expand: Sequence[float] = (3, 4, 6), depth: Sequence[int] = (2, 3, 4),
+                bits: Sequence[int] = DEFAULT_BITS, width_mult: float = 1.0, in_chans: int = 3,
+                base_widths: Sequence[int] = OFA_BASE_WIDTHS, strides: Sequence[int] = OFA_STRIDES,
+                channel_divisor: int = 8, dropout_rate: float = 0.1) -> ElasticMobileNetV3:
     """Elastic MobileNetV3; the defaults are OFA's ImageNet space (``ofa_mbv3_d234_e346_k357_w1.0``)."""
     return ElasticMobileNetV3(num_classes, resolution=resolution, ks=ks, expand=expand, depth=depth, bits=bits,
                               width_mult=width_mult, in_chans=in_chans, base_widths=base_widths, strides=strides,

@@ -20,7 +20,17 @@ import torch.nn.functional as F
 from timm.layers import make_divisible
 from torch import nn
 
-from ..layers import ElasticConvNormAct, ElasticLinear, conv_cost, same_conv_size, sort_channel_group
+from ..layers import (
+    DEFAULT_BITS,
+    ElasticConvNormAct,
+    ElasticLinear,
+    attach_quantizers,
+    check_bits_choices,
+    conv_cost,
+    same_conv_size,
+    set_bits,
+    sort_channel_group,
+)
 from ..space import Dim, SearchSpace
 from .base import Supernet
 from .mobilenetv3 import OFA_RESOLUTIONS, checked_dims
@@ -37,9 +47,9 @@ class ResNetSpace(SearchSpace):
     family = "resnet"
 
     def __init__(self, *, resolution: Sequence[int], depth: Sequence[int], expand: Sequence[float],
-                 width: Sequence[float], bits: Sequence[int] = (32,), stem_width: int, stage_widths: Sequence[int],
-                 base_depth: Sequence[int], stem_stride: int, stem_pool: bool, stage_strides: Sequence[int],
-                 in_chans: int, num_classes: int, channel_divisor: int = 8):
+                 width: Sequence[float], bits: Sequence[int] = DEFAULT_BITS, stem_width: int,
+                 stage_widths: Sequence[int], base_depth: Sequence[int], stem_stride: int, stem_pool: bool,
+                 stage_strides: Sequence[int], in_chans: int, num_classes: int, channel_divisor: int = 8):
         if not len(stage_widths) == len(base_depth) == len(stage_strides):
             raise ValueError(f"stage_widths {list(stage_widths)}, base_depth {list(base_depth)} and stage_strides "
                              f"{list(stage_strides)} must have one entry per stage")
@@ -257,12 +267,13 @@ class ElasticResNet(Supernet):
     """The supernet. ``set_active(arch)`` picks a subnet; ``forward`` runs it; ``export`` copies it out."""
 
     def __init__(self, num_classes: int, *, resolution: Sequence[int], depth: Sequence[int], expand: Sequence[float],
-                 width: Sequence[float], bits: Sequence[int] = (32,), in_chans: int = 3,
+                 width: Sequence[float], bits: Sequence[int] = DEFAULT_BITS, in_chans: int = 3,
                  stem_width: int = OFA_STEM_WIDTH, stage_widths: Sequence[int] = OFA_STAGE_WIDTHS,
                  base_depth: Sequence[int] = OFA_BASE_DEPTH, stem_stride: int = 2, stem_pool: bool = True,
                  stage_strides: Sequence[int] = OFA_STAGE_STRIDES, channel_divisor: int = 8,
                  dropout_rate: float = 0.0):
         super().__init__()
+        bits = check_bits_choices(bits)
         self.config = dict(name="resnet", num_classes=num_classes, resolution=list(resolution), depth=list(depth),
                            expand=[float(e) for e in expand], width=[float(w) for w in width], bits=list(bits),
                            in_chans=in_chans, stem_width=stem_width, stage_widths=list(stage_widths),
@@ -287,6 +298,7 @@ class ElasticResNet(Supernet):
             hidden = space.hidden_channels(out_ch, max(expand))
             for i in range(n):
                 blocks.append(ElasticBottleneck(in_ch, out_ch, hidden, stride if i == 0 else 1, projection=i == 0))
+                attach_quantizers(blocks[-1], bits)  # its convs (shortcut included) run at the block's bit width
                 in_ch = out_ch
         self.blocks = nn.ModuleList(blocks)
         self.head_drop = nn.Dropout(dropout_rate)
@@ -320,6 +332,7 @@ class ElasticResNet(Supernet):
         for stage, _, j in space.active_blocks(arch):
             out_ch = space.stage_channels(stage, w[stage + 2])
             self.blocks[j].set_active(in_ch, out_ch, space.hidden_channels(out_ch, arch["expand"][j]))
+            set_bits(self.blocks[j], arch["bits"][j])
             in_ch = out_ch
         self.fc.set_active(in_ch, self.num_classes)
         self.active_arch = arch
@@ -384,7 +397,7 @@ class ElasticResNet(Supernet):
 @register_supernet
 def resnet(num_classes: int, resolution: Sequence[int] = OFA_RESOLUTIONS, depth: Sequence[int] = (0, 1, 2),
            expand: Sequence[float] = (0.2, 0.25, 0.35), width: Sequence[float] = (0.65, 0.8, 1.0),
-           bits: Sequence[int] = (32,), in_chans: int = 3, stem_width: int = OFA_STEM_WIDTH,
+           bits: Sequence[int] = DEFAULT_BITS, in_chans: int = 3, stem_width: int = OFA_STEM_WIDTH,
            stage_widths: Sequence[int] = OFA_STAGE_WIDTHS, base_depth: Sequence[int] = OFA_BASE_DEPTH,
            stem_stride: int = 2, stem_pool: bool = True, stage_strides: Sequence[int] = OFA_STAGE_STRIDES,
            channel_divisor: int = 8, dropout_rate: float = 0.0) -> ElasticResNet:

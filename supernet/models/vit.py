@@ -15,7 +15,18 @@ import torch
 from timm.layers import DropPath, resample_abs_pos_embed, trunc_normal_
 from torch import nn
 
-from ..layers import ElasticAttention, ElasticConv2d, ElasticLayerNorm, ElasticLinear, ElasticMlp
+from ..layers import (
+    DEFAULT_BITS,
+    ElasticAttention,
+    ElasticConv2d,
+    ElasticLayerNorm,
+    ElasticLinear,
+    ElasticMlp,
+    FakeQuantize,
+    attach_quantizers,
+    check_bits_choices,
+    set_bits,
+)
 from ..layers.cache import InferenceCache
 from ..space import Dim, SearchSpace, arch_key
 from .base import Supernet
@@ -31,7 +42,7 @@ class ViTSpace(SearchSpace):
     family = "vit"
 
     def __init__(self, *, resolution: Sequence[int], depth: Sequence[int], embed_dim: Sequence[int],
-                 num_heads: Sequence[int], mlp_ratio: Sequence[float], bits: Sequence[int] = (32,),
+                 num_heads: Sequence[int], mlp_ratio: Sequence[float], bits: Sequence[int] = DEFAULT_BITS,
                  patch_size: int, in_chans: int, num_classes: int, head_dim: int, qkv_bias: bool = True):
         bad_res = [r for r in resolution if r % patch_size]
         if bad_res:
@@ -166,11 +177,12 @@ class ElasticViT(Supernet):
 
     def __init__(self, num_classes: int, *, resolution: Sequence[int], depth: Sequence[int],
                  embed_dim: Sequence[int], num_heads: Sequence[int], mlp_ratio: Sequence[float],
-                 bits: Sequence[int] = (32,), patch_size: int = 16, in_chans: int = 3, head_dim: int | None = None,
-                 qkv_bias: bool = True, drop_path_rate: float = 0.0):
+                 bits: Sequence[int] = DEFAULT_BITS, patch_size: int = 16, in_chans: int = 3,
+                 head_dim: int | None = None, qkv_bias: bool = True, drop_path_rate: float = 0.0):
         super().__init__()
         max_embed, max_heads = max(embed_dim), max(num_heads)
         head_dim = head_dim or max_embed // max_heads
+        bits = check_bits_choices(bits)
         self.config = dict(name="vit", num_classes=num_classes, resolution=list(resolution), depth=list(depth),
                            embed_dim=list(embed_dim), num_heads=list(num_heads),
                            mlp_ratio=[float(r) for r in mlp_ratio], bits=list(bits), patch_size=patch_size,
@@ -189,6 +201,8 @@ class ElasticViT(Supernet):
         drop_rates = [drop_path_rate * i / max(max_depth - 1, 1) for i in range(max_depth)]  # timm's linear rule
         self.blocks = nn.ModuleList(ElasticBlock(max_embed, max_heads, head_dim, hidden, qkv_bias, dp)
                                     for dp in drop_rates)
+        for block in self.blocks:  # a block's four linear layers run at its bit width
+            attach_quantizers(block, bits)
         self.norm = ElasticLayerNorm(max_embed, eps=1e-6)
         self.head = ElasticLinear(max_embed, num_classes)
         self._pos_cache = InferenceCache()
@@ -216,6 +230,7 @@ class ElasticViT(Supernet):
         self.patch_embed.proj.set_active(self.in_chans, e)
         for i in range(arch["depth"]):
             self.blocks[i].set_active(e, arch["num_heads"][i], mlp_hidden(e, arch["mlp_ratio"][i]))
+            set_bits(self.blocks[i], arch["bits"][i])
         self.norm.set_active(e)
         self.head.set_active(e, self.num_classes)
         self.active_arch, self._active_key = arch, arch_key(arch)
@@ -274,8 +289,11 @@ class ElasticViT(Supernet):
                                  self.norm.to_static(), self.head.to_static(), res)
 
     def load_timm_state_dict(self, state_dict: dict) -> None:
-        """Loads a timm ``VisionTransformer`` state dict of the largest subnet's geometry."""
-        own = self.state_dict()
+        """Loads a timm ``VisionTransformer`` state dict of the largest subnet's geometry (the
+        quantizers, which timm has not, keep their scales)."""
+        quant = {f"{name}.{key}" for name, m in self.named_modules() if isinstance(m, FakeQuantize)
+                 for key in m.state_dict()}
+        own = {k: v for k, v in self.state_dict().items() if k not in quant}
         missing = sorted(set(own) - set(state_dict))
         unexpected = sorted(set(state_dict) - set(own))
         if missing or unexpected:
@@ -286,7 +304,7 @@ class ElasticViT(Supernet):
                 raise ValueError(f"pretrained weight {k!r} has shape {tuple(v.shape)}, the supernet's largest "
                                  f"subnet needs {tuple(own[k].shape)}: the model config does not match the "
                                  "pretrained model's geometry")
-        self.load_state_dict(state_dict)
+        self.load_state_dict(state_dict, strict=False)  # every key but the quantizers' was checked above
 
 
 class PretrainedWeightsError(RuntimeError):
@@ -322,7 +340,7 @@ def timm_pretrained_state_dict(name: str, path: str | None, *, num_classes: int,
 @register_supernet
 def vit(num_classes: int, resolution: Sequence[int] = (224,), depth: Sequence[int] = (12,),
         embed_dim: Sequence[int] = (192,), num_heads: Sequence[int] = (3,), mlp_ratio: Sequence[float] = (4.0,),
-        bits: Sequence[int] = (32,), patch_size: int = 16, in_chans: int = 3, head_dim: int | None = None,
+        bits: Sequence[int] = DEFAULT_BITS, patch_size: int = 16, in_chans: int = 3, head_dim: int | None = None,
         qkv_bias: bool = True, drop_path_rate: float = 0.0, pretrained: str | None = None,
         pretrained_path: str | None = None) -> ElasticViT:
     """Elastic ViT. ``pretrained=<timm name>`` seeds the largest subnet with that model's weights

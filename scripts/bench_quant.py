@@ -1,0 +1,192 @@
+"""Elastic bit widths: accuracy, model size and int8 onnxruntime latency after the bits phase.
+
+    python scripts/bench_quant.py [--models vit mobilenetv3] [--threads 1] [extra hydra overrides ...]
+
+Trains each model's default digits supernet (whose last phase unlocks the bit widths) with
+``python -m supernet.train`` under ``runs/bench/quant/<model>/`` (a finished run is reused), then
+for the largest arch with every block at 32, 8 and 4 bits reports the test accuracy (fake-quantized
+torch model, batch norms recalibrated for the CNNs) and the analytic model size.
+
+Latency: onnxruntime on the CPU, batch 1 and 64, sessions interleaved, of the largest arch as
+- ``float``: the float ``model.onnx``;
+- ``qat_int8``: the 8-bit ``model.onnx`` (this package's quantization-aware model) re-expressed by
+  ``uint8_qdq`` (same numbers), so that onnxruntime fuses its linear layers into integer kernels
+  on x86. Convolutions get none: onnxruntime fuses a conv only with a QuantizeLinear on its output,
+  which the fake-quantized model does not have (its next quantizer sits after batch norm and act);
+- ``ptq_int8``: onnxruntime's own static quantization of the float export (QDQ, per channel, uint8
+  activations, int8 weights in 7 bits (``reduce_range``, its advice for x86 without VNNI, where
+  u8 x s8 pair sums saturate), calibrated on training images), which quantizes every op's output
+  too and so runs integer kernels throughout, convolutions included.
+Each session's test accuracy and count of integer nodes are reported. Writes ``runs/bench/quant.json``.
+The MobileNetV3 supernet is trained with a short schedule (the full network, then the bit widths;
+its kernel / depth / expand phases would take another 10 minutes on 2 cores and leave the largest
+subnet as it is); pass ``model.schedule=...`` to change it.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import torch
+from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+from onnxruntime.quantization.shape_inference import quant_pre_process
+from torch.utils.data import DataLoader
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from supernet.bn import recalibrate_bn  # noqa: E402
+from supernet.checkpoint import load_supernet, save_json  # noqa: E402
+from supernet.data import build_data, calibration_loader  # noqa: E402
+from supernet.evaluate import accuracy  # noqa: E402
+from supernet.export import save_subnet, uint8_qdq  # noqa: E402
+
+SHORT_SCHEDULES = {"mobilenetv3": "model.schedule=[{name:largest,epochs:10,lr:3.0e-3,warmup_epochs:1,"
+                                  "unlock:[resolution]},{name:bits,epochs:4,lr:1.0e-3,unlock:[bits]}]"}
+
+
+def resized(x: torch.Tensor, resolution: int) -> torch.Tensor:
+    return torch.nn.functional.interpolate(x, size=(resolution, resolution), mode="bilinear", align_corners=False,
+                                           antialias=True)
+
+
+class Calibration(CalibrationDataReader):
+    """Training images for onnxruntime's static quantization."""
+
+    def __init__(self, loader: DataLoader, resolution: int):
+        self.batches = iter(loader)
+        self.resolution = resolution
+
+    def get_next(self) -> dict | None:
+        batch = next(self.batches, None)
+        return None if batch is None else {"input": resized(batch[0], self.resolution).numpy()}
+
+
+def ptq_int8(float_path: Path, calib: DataLoader, resolution: int, tmp: Path) -> onnx.ModelProto:
+    logging.disable(logging.WARNING)  # the quantizer warns about every norm weight it leaves in float
+    try:
+        quant_pre_process(str(float_path), str(tmp / "preprocessed.onnx"))  # shapes, batch norms folded
+        quantize_static(str(tmp / "preprocessed.onnx"), str(tmp / "ptq.onnx"), Calibration(calib, resolution),
+                        quant_format=QuantFormat.QDQ, per_channel=True, reduce_range=True,
+                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+    finally:
+        logging.disable(logging.NOTSET)
+    return onnx.load(tmp / "ptq.onnx")
+
+
+def session(model: onnx.ModelProto, threads: int, optimized: Path) -> ort.InferenceSession:
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = options.inter_op_num_threads = threads
+    options.optimized_model_filepath = str(optimized)  # to count the integer kernels onnxruntime chose
+    return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+
+
+def latency_ms(sessions: dict, x: np.ndarray, repeats: int, min_s: float = 0.2) -> dict:
+    """Median per-run time of each session; runs are interleaved so machine noise hits all alike."""
+    for s in sessions.values():
+        s.run(None, {"input": x})
+    runs = {}
+    for name, s in sessions.items():  # runs per timing, so that a timing lasts about min_s
+        start, n = time.perf_counter(), 0
+        while time.perf_counter() - start < min_s:
+            s.run(None, {"input": x})
+            n += 1
+        runs[name] = n
+    times = {name: [] for name in sessions}
+    for _ in range(repeats):
+        for name, s in sessions.items():
+            start = time.perf_counter()
+            for _ in range(runs[name]):
+                s.run(None, {"input": x})
+            times[name].append((time.perf_counter() - start) * 1e3 / runs[name])
+    return {name: round(statistics.median(t), 4) for name, t in times.items()}
+
+
+def onnx_accuracy(s: ort.InferenceSession, loader: DataLoader, resolution: int) -> float:
+    correct = total = 0
+    for x, y in loader:
+        correct += int((s.run(None, {"input": resized(x, resolution).numpy()})[0].argmax(1) == y.numpy()).sum())
+        total += len(y)
+    return correct / total
+
+
+def bench(model: str, overrides: list[str], threads: int, repeats: int) -> dict:
+    out_dir = ROOT / "runs" / "bench" / "quant"
+    own_schedule = any(o.startswith("model.schedule=") for o in overrides)
+    schedule = [SHORT_SCHEDULES[model]] if model in SHORT_SCHEDULES and not own_schedule else []
+    subprocess.run([sys.executable, "-m", "supernet.train", f"+model={model}", f"out_dir={out_dir}",
+                    f"run_name={model}", *schedule, *overrides], check=True, cwd=ROOT)
+    net = load_supernet(out_dir / model / "supernet.pt")
+    history = net.metrics["history"]
+    cfg = net.train_config
+    data_cfg = dict(cfg["data"])
+    data = build_data(data_cfg.pop("name"), **data_cfg)
+    test = DataLoader(data.test, batch_size=256)
+    calib = calibration_loader(data, cfg["bn_calib_images"], cfg["eval_batch_size"], cfg["seed"])
+    space, largest = net.space, net.space.largest()
+    archs = {bits: {**largest, "bits": [bits] * len(largest["bits"])} for bits in (32, 8, 4)}
+    result = {"arch": largest, "macs": space.macs(largest), "last_epoch": history[-1],
+              "train_s": round(sum(r["epoch_s"] for r in history), 1),  # training steps only, no evaluations
+              "bits_phase_s": round(sum(r["epoch_s"] for r in history if r["phase"] == "bits"), 1)}
+    float_size = space.model_size_bytes(archs[32])
+    for bits, arch in archs.items():
+        result[f"{bits}bit"] = {"accuracy": round(accuracy(net, arch, test, "cpu", calib), 5),
+                                "model_size_bytes": space.model_size_bytes(arch),
+                                "size_ratio": round(space.model_size_bytes(arch) / float_size, 4)}
+        print(f"{model} largest @ {bits:2d} bits: test acc {100 * result[f'{bits}bit']['accuracy']:.2f}%, "
+              f"size {space.model_size_bytes(arch) / 1e3:.1f} kB")
+
+    res = largest["resolution"]
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        models = {}
+        for bits in (32, 8):
+            recalibrate_bn(net, archs[bits], calib, len(calib))  # as accuracy() did (CNNs)
+            models[bits] = save_subnet(net, archs[bits], tmp / f"{bits}bit") / "model.onnx"
+        models = {"float": onnx.load(models[32]), "qat_int8": uint8_qdq(onnx.load(models[8])),
+                  "ptq_int8": ptq_int8(models[32], calib, res, tmp)}
+        sessions = {name: session(m, threads, tmp / f"{name}.opt.onnx") for name, m in models.items()}
+        for name, s in sessions.items():
+            ops = [n.op_type for n in onnx.load(tmp / f"{name}.opt.onnx").graph.node]
+            result[name] = {"accuracy": round(onnx_accuracy(s, test, res), 5),
+                            "integer_nodes": sum(op.startswith("QLinear") or "Integer" in op for op in ops)}
+            print(f"{model} onnxruntime {name:8}: test acc {100 * result[name]['accuracy']:.2f}%, "
+                  f"{result[name]['integer_nodes']} integer nodes")
+        for batch in (1, 64):
+            x = np.random.default_rng(0).standard_normal((batch, net.in_chans, res, res), dtype=np.float32)
+            ms = latency_ms(sessions, x, repeats)
+            for name in sessions:
+                result[name][f"batch{batch}_ms"] = ms[name]
+            print(f"{model} onnxruntime batch {batch}: " + ", ".join(
+                f"{name} {t:.3f} ms (x{ms['float'] / t:.2f})" for name, t in ms.items()))
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--models", nargs="+", default=["vit", "mobilenetv3"])
+    parser.add_argument("--threads", type=int, default=1, help="onnxruntime threads (1: least noise)")
+    parser.add_argument("--repeats", type=int, default=15)
+    parser.add_argument("--out", default=str(ROOT / "runs" / "bench" / "quant.json"))
+    args, overrides = parser.parse_known_args()
+    ort.set_default_logger_severity(3)  # not the warning that optimized models are machine-specific
+    results = {"machine": {"cpu": platform.processor() or platform.machine(), "onnxruntime": ort.__version__,
+                           "torch": torch.__version__, "threads": args.threads}}
+    for model in args.models:
+        results[model] = bench(model, overrides, args.threads, args.repeats)
+    save_json(results, args.out)
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
