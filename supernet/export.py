@@ -12,9 +12,11 @@ around matrix products into integer kernels; int4 pairs run as dequantize + floa
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import datetime as _dt
 import io
+import logging
 import os
 import shutil
 import tempfile
@@ -83,12 +85,26 @@ ONNX_TRANSLATIONS = {torch.ops.aten.fake_quantize_per_tensor_affine.tensor_qpara
 
 def _write_onnx(static: nn.Module, x: torch.Tensor, path: Path) -> None:
     batch = torch.export.Dim("batch", min=1, max=4096)
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), _quiet_loggers("onnx_ir", "onnxscript", "torch.onnx"):
         warnings.simplefilter("ignore")
         program = torch.onnx.export(static, (x,), dynamo=True, input_names=["input"], output_names=["logits"],
                                     dynamic_shapes=({0: batch},), opset_version=ONNX_OPSET,
                                     custom_translation_table=ONNX_TRANSLATIONS, verbose=False)
     atomic_write(path, lambda f: f.write(program.model_proto.SerializeToString()))
+
+
+@contextlib.contextmanager
+def _quiet_loggers(*names: str):
+    """The exporter logs a line per deduplicated initializer at INFO: keep those out of a CLI's output."""
+    loggers = [logging.getLogger(name) for name in names]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        for logger, level in zip(loggers, levels, strict=True):
+            logger.setLevel(level)
 
 
 def uint8_qdq(model: onnx.ModelProto) -> onnx.ModelProto:
