@@ -20,6 +20,7 @@ from tqdm import tqdm
 from hw_profiles import ProfileError, load_profile
 from predictors import PredictorError
 from supernet.checkpoint import CheckpointError, load_supernet, save_json
+from supernet.cli import hydra_command
 from supernet.data import DataError, build_data, calibration_loader
 from supernet.errors import ConfigError
 from supernet.evaluate import accuracy
@@ -31,7 +32,6 @@ from .objectives import DIRECTIONS, SearchConfigError, check_constraints, check_
 from .problem import ALGORITHMS
 from .report import format_table
 
-CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 USER_ERRORS = (CheckpointError, ConfigError, DataError, PredictorError, ProfileError, SearchConfigError)
 log = logging.getLogger("search")
 
@@ -153,20 +153,8 @@ def warn_unmet(rows, constraints, objectives) -> None:
 
 
 def main() -> None:
-    import hydra
-    from omegaconf import DictConfig
-
-    @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="search")
-    def _main(cfg: DictConfig) -> None:
-        try:
-            run(cfg)
-        except USER_ERRORS as err:
-            sys.exit(f"error: {err}")
-        except KeyboardInterrupt:  # every real evaluation so far is on file
-            print("\ninterrupted: run the same command again to continue the search (resume=auto)", file=sys.stderr)
-            sys.exit(130)
-
-    _main()
+    hydra_command("search", run, USER_ERRORS,
+                  on_interrupt="interrupted: run the same command again to continue the search (resume=auto)")
 
 
 if __name__ == "__main__":

@@ -27,6 +27,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Sampler
 
 from .checkpoint import SUPERNET_FORMAT, CheckpointError, atomic_write, load_checkpoint, save_checkpoint
+from .cli import CONF_DIR, hydra_command
 from .data import DataError, build_data, calibration_loader
 from .errors import ConfigError
 from .evaluate import accuracy
@@ -35,8 +36,6 @@ from .models.vit import PretrainedWeightsError
 from .sampling import create_sampler
 from .schedule import Schedule
 from .space import ArchError
-
-CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 
 
 # -- distributed ---------------------------------------------------------------------------------
@@ -243,6 +242,9 @@ def pick_device(name: str, dist: Dist) -> torch.device:
 def run(cfg) -> dict:
     """Trains (or resumes) the supernet of ``cfg``; returns the final metrics."""
     from omegaconf import OmegaConf
+
+    if "model" not in cfg:
+        raise ConfigError(f"choose a model with +model=NAME; models: {', '.join(known_models())}")
     from torch.utils.tensorboard import SummaryWriter
     from tqdm import tqdm
 
@@ -427,19 +429,7 @@ USER_ERRORS = (ArchError, CheckpointError, ConfigError, DataError, ModelConfigEr
 
 
 def main() -> None:
-    import hydra
-    from omegaconf import DictConfig
-
-    @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="train")
-    def _main(cfg: DictConfig) -> None:
-        if "model" not in cfg:
-            sys.exit(f"error: choose a model with +model=NAME; models: {', '.join(known_models())}")
-        try:
-            run(cfg)
-        except USER_ERRORS as err:
-            sys.exit(f"error: {err}")
-
-    _main()
+    hydra_command("train", run, USER_ERRORS)
 
 
 if __name__ == "__main__":

@@ -170,8 +170,9 @@ def test_export_equals_supernet_for_sampled_archs(digits_cnn):
         static = net.export(arch)
         x = torch.randn(3, 1, arch["resolution"], arch["resolution"])
         net.set_active(arch)
-        with torch.no_grad():
-            torch.testing.assert_close(static(x), net(x), atol=1e-5, rtol=0)
+        with torch.no_grad():  # static(x) against the elastic layers (autograd on: no static cache)
+            expected = static(x)
+        torch.testing.assert_close(expected, net(x).detach(), atol=1e-5, rtol=0)
         assert not static.training and not any(hasattr(m, "set_active") for m in static.modules())
         assert count_params(static) == space.params(arch)
         assert len(static.blocks) == len(space.active_blocks(arch)) + (space.family == "mobilenetv3")
@@ -179,6 +180,26 @@ def test_export_equals_supernet_for_sampled_archs(digits_cnn):
     net.set_active(small)
     net.export(space.largest())
     assert net.active_arch == small  # export leaves the active arch alone
+
+
+def test_inference_runs_a_cached_static_subnet_that_follows_arch_weights_and_statistics(digits_cnn):
+    net, space, x = digits_cnn, digits_cnn.space, torch.randn(4, 1, 16, 16)
+    for arch in (space.smallest(), space.largest(), space.smallest()):
+        net.set_active(arch)
+        with torch.no_grad():
+            cached = net(x)
+        torch.testing.assert_close(cached, net(x).detach(), atol=1e-5, rtol=0)
+    arch = space.sample(3)
+    net.set_active(arch)
+    with torch.no_grad():
+        before = net(x)
+        head(net).bias.add_(1.0)  # an in-place update, as an optimizer step makes
+        torch.testing.assert_close(net(x), before + 1.0, atol=1e-5, rtol=0)
+    recalibrate_bn(net, arch, [2 * torch.randn(16, 1, 16, 16) + 1], num_batches=1)  # new BN statistics
+    with torch.no_grad():
+        after = net(x)
+    assert not torch.allclose(after, before + 1.0, atol=1e-3)
+    torch.testing.assert_close(after, net(x).detach(), atol=1e-5, rtol=0)
 
 
 def test_supernet_resizes_other_input_sizes_to_the_arch_resolution(digits_cnn):

@@ -5,10 +5,20 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..layers.cache import InferenceCache
+from ..space import arch_key
+
 
 class Supernet(nn.Module):
     """Base of the elastic families: subclasses set ``space`` and ``active_arch`` (in ``set_active``)
     and define ``forward_features`` / ``forward_head`` / ``_static_subnet``."""
+
+    def __init__(self):
+        super().__init__()
+        self._static_cache = InferenceCache()
+        self._tensors: tuple[torch.Tensor, ...] | None = None  # parameters and buffers, for their versions
+        self._norms: tuple[nn.Module, ...] | None = None
+        self._keyed_arch: tuple[dict | None, str] = (None, "")
 
     def layer_costs(self, arch: dict) -> list[dict]:
         """Per-layer cost records of ``arch`` (analytic), for hardware latency estimates."""
@@ -22,7 +32,40 @@ class Supernet(nn.Module):
         return x
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
+        if torch.is_grad_enabled() or self.training or any(m.training for m in self._batch_norms()):
+            return self.forward_head(self.forward_features(x))
+        # Inference (evaluation, search): run the exported static subnet, rebuilt only when the arch, a
+        # weight or a BatchNorm statistic changes, so that repeated forwards of one subnet cost what the
+        # static model costs. Versions only grow with in-place updates (optimizer steps, load_state_dict,
+        # BN recalibration, which runs with its norms in training mode and so takes the elastic path);
+        # a move to another device or dtype clears the cache in _apply.
+        version = sum(t._version for t in self._state_tensors())
+        static = self._static_cache.get((self._active_key(), version), (), self._export_active)
+        return static(self.resize_input(x))
+
+    def _state_tensors(self) -> tuple[torch.Tensor, ...]:
+        if self._tensors is None:
+            self._tensors = (*self.parameters(), *self.buffers())
+        return self._tensors
+
+    def _batch_norms(self) -> tuple[nn.Module, ...]:
+        if self._norms is None:
+            self._norms = tuple(m for m in self.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm))
+        return self._norms
+
+    def _active_key(self) -> str:
+        if self._keyed_arch[0] is not self.active_arch:
+            self._keyed_arch = (self.active_arch, arch_key(self.active_arch))
+        return self._keyed_arch[1]
+
+    def _apply(self, fn, *args, **kwargs):
+        self._static_cache.clear()
+        self._tensors = None  # buffers are replaced, not updated in place
+        return super()._apply(fn, *args, **kwargs)
+
+    def _export_active(self) -> nn.Module:
+        with torch.inference_mode(False), torch.no_grad():  # parameters that outlive an inference-mode caller
+            return self._static_subnet().eval()
 
     @torch.no_grad()
     def export(self, arch: dict) -> nn.Module:

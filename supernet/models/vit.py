@@ -28,7 +28,7 @@ from ..layers import (
     set_bits,
 )
 from ..layers.cache import InferenceCache
-from ..space import Dim, SearchSpace, arch_key
+from ..space import Dim, SearchSpace
 from .base import Supernet
 from .registry import register_supernet
 
@@ -206,9 +206,7 @@ class ElasticViT(Supernet):
         self.norm = ElasticLayerNorm(max_embed, eps=1e-6)
         self.head = ElasticLinear(max_embed, num_classes)
         self._pos_cache = InferenceCache()
-        self._static_cache = InferenceCache()
         self._init_weights()
-        self._param_list = tuple(self.parameters())
         self.set_active(self.space.largest())
 
     def _init_weights(self) -> None:
@@ -233,7 +231,7 @@ class ElasticViT(Supernet):
             set_bits(self.blocks[i], arch["bits"][i])
         self.norm.set_active(e)
         self.head.set_active(e, self.num_classes)
-        self.active_arch, self._active_key = arch, arch_key(arch)
+        self.active_arch = arch
 
     def _pos_embed(self, resolution: int, embed_dim: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Class token and position embedding of one resolution and width."""
@@ -259,25 +257,6 @@ class ElasticViT(Supernet):
 
     def forward_head(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(x[:, 0])
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.training or torch.is_grad_enabled():
-            return super().forward(x)
-        # Inference (evaluation, search): run the exported static subnet, rebuilt only when the arch or
-        # a weight changes, so that repeated forwards of one subnet cost what the static model costs.
-        # Versions only grow with in-place updates, so their sum changes whenever a weight does; a move
-        # to another device or dtype clears the cache in _apply.
-        version = sum(p._version for p in self._param_list)
-        static = self._static_cache.get((self._active_key, version), (), self._export_active)
-        return static(self.resize_input(x))
-
-    def _apply(self, fn, *args, **kwargs):
-        self._static_cache.clear()
-        return super()._apply(fn, *args, **kwargs)
-
-    def _export_active(self) -> VisionTransformer:
-        with torch.inference_mode(False), torch.no_grad():  # parameters that outlive an inference-mode caller
-            return self._static_subnet().eval()
 
     def _static_subnet(self) -> VisionTransformer:
         """The active arch as a static ``VisionTransformer`` (copied weights)."""
