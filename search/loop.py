@@ -171,12 +171,11 @@ class _Search:
                    leave=False)
         for start in range(0, len(todo), self.chunk_size):
             chunk = todo[start:start + self.chunk_size]
+            exact = {name: self.exact[name](chunk) for name in self.exact if name in ANALYTIC or name in self.needed}
             columns = self._call_evaluate(chunk)
             for i, arch in enumerate(chunk):
                 row = {"id": len(self.rows), "arch": self.space.canonical(arch)}
-                row.update({name: int(self.exact[name]([arch])[0]) for name in ANALYTIC})
-                row.update({name: float(self.exact[name]([arch])[0]) for name in self.exact
-                            if name in self.needed and name not in ANALYTIC})
+                row.update({name: int(v[i]) if name in ANALYTIC else float(v[i]) for name, v in exact.items()})
                 row.update({name: _plain(values[i]) for name, values in columns.items()})
                 row["iteration"] = iteration
                 self.rows.append(row)
