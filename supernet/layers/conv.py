@@ -5,11 +5,11 @@ import torch
 from torch import nn
 
 from .cache import InferenceCache
-from .linear import _check_size, _copy_into
+from .linear import ActivePrefix, _check_size, _copy_into
 from .quant import Quantizable
 
 
-class ElasticConv2d(Quantizable, nn.Conv2d):
+class ElasticConv2d(ActivePrefix, Quantizable, nn.Conv2d):
     """A dense ``nn.Conv2d`` that runs its first ``active_in`` / ``active_out`` channels (input and
     weight fake-quantized by ``quant`` below 32 bits)."""
 
@@ -25,20 +25,9 @@ class ElasticConv2d(Quantizable, nn.Conv2d):
         self.active_in = _check_size("in_channels", in_channels, self.in_channels)
         self.active_out = _check_size("out_channels", out_channels, self.out_channels)
 
-    def active_weight(self) -> torch.Tensor:
-        return self.weight[: self.active_out, : self.active_in]
-
-    def active_bias(self) -> torch.Tensor | None:
-        return None if self.bias is None else self.bias[: self.active_out]
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        weight, bias = self._cache.get((self.active_in, self.active_out, self.bits), (self.weight, self.bias),
-                                       self._contiguous)
+        weight, bias = self.active_params()
         return self._conv_forward(self.quantize_input(x), weight, bias)
-
-    def _contiguous(self) -> tuple[torch.Tensor, torch.Tensor | None]:
-        bias = self.active_bias()
-        return self.quantize_weight(self.active_weight().contiguous()), None if bias is None else bias.contiguous()
 
     def to_static(self) -> nn.Conv2d:
         static = self.static_class(nn.Conv2d)(

@@ -23,7 +23,29 @@ def _copy_into(static: nn.Module, weight: torch.Tensor, bias: torch.Tensor | Non
     return static
 
 
-class ElasticLinear(Quantizable, nn.Linear):
+class ActivePrefix:
+    """For a layer whose active sub-layer is the first ``active_out`` x ``active_in`` block of its
+    ``weight`` (and the first ``active_out`` of its ``bias``); a subclass may pick other rows by
+    overriding ``active_weight`` / ``active_bias``."""
+
+    def active_weight(self) -> torch.Tensor:
+        return self.weight[: self.active_out, : self.active_in]
+
+    def active_bias(self) -> torch.Tensor | None:
+        return None if self.bias is None else self.bias[: self.active_out]
+
+    def active_params(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The active (fake-quantized) weight and bias; with autograd off, computed once per size,
+        bit width and weight version (``self._cache``)."""
+        return self._cache.get((self.active_in, self.active_out, self.bits), (self.weight, self.bias),
+                               self._contiguous)
+
+    def _contiguous(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+        bias = self.active_bias()
+        return self.quantize_weight(self.active_weight().contiguous()), None if bias is None else bias.contiguous()
+
+
+class ElasticLinear(ActivePrefix, Quantizable, nn.Linear):
     """``nn.Linear`` that runs its first ``active_in`` inputs and ``active_out`` outputs.
 
     Slicing a prefix keeps the kept weights a view of the shared weight, so every subnet trains the
@@ -41,20 +63,9 @@ class ElasticLinear(Quantizable, nn.Linear):
         self.active_in = _check_size("in_features", in_features, self.in_features)
         self.active_out = _check_size("out_features", out_features, self.out_features)
 
-    def active_weight(self) -> torch.Tensor:
-        return self.weight[: self.active_out, : self.active_in]
-
-    def active_bias(self) -> torch.Tensor | None:
-        return None if self.bias is None else self.bias[: self.active_out]
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        weight, bias = self._cache.get((self.active_in, self.active_out, self.bits), (self.weight, self.bias),
-                                       self._contiguous)
+        weight, bias = self.active_params()
         return F.linear(self.quantize_input(x), weight, bias)
-
-    def _contiguous(self) -> tuple[torch.Tensor, torch.Tensor | None]:
-        bias = self.active_bias()
-        return self.quantize_weight(self.active_weight().contiguous()), None if bias is None else bias.contiguous()
 
     def to_static(self) -> nn.Linear:
         """A plain ``nn.Linear`` (a ``QuantLinear`` below 32 bits) of the active size holding copies of
