@@ -2,8 +2,10 @@
 
 ``uniform``: every choice of every unlocked entry equally likely, so most draws land in the middle
 of the MACs range and the extremes are rarely trained. ``complexity`` (AttentiveNAS-style): the MACs
-range is cut into K buckets, a bucket is drawn from a target distribution (uniform over buckets by
-default) and an arch is drawn inside it: each gene from its frequency among the bucket's archs in a
+range is cut into K buckets (of equal MACs ratio by default: the MACs of a space are heavy-tailed,
+so equal-width buckets would put most archs in the first bucket and give the few big ones most
+draws), a bucket is drawn from a target distribution (uniform over buckets by default) and an arch
+is drawn inside it: each gene from its frequency among the bucket's archs in a
 reference pool, kept if it lands in the bucket (a bounded number of tries, then a pool arch of that
 bucket: never an unbounded loop).
 
@@ -35,15 +37,19 @@ class ComplexitySampler:
     kind = "complexity"
 
     def __init__(self, space: SearchSpace, unlocked=None, num_buckets: int = 8, weights=None,
-                 pool_size: int = 4000, max_tries: int = 50, seed: int = 0):
+                 spacing: str = "log", pool_size: int = 4000, max_tries: int = 50, seed: int = 0):
         if num_buckets < 1:
             raise ConfigError(f"num_buckets={num_buckets} must be >= 1")
+        if spacing not in ("log", "linear"):
+            raise ConfigError(f"sampler.spacing={spacing!r}; allowed: log, linear")
         self.space, self.unlocked, self.seed = space, unlocked, seed
         self.num_buckets, self.pool_size, self.max_tries = num_buckets, pool_size, max_tries
         rng = np.random.default_rng(seed)
         pool = [space.largest(), space.smallest(unlocked)] + [space.sample(rng, unlocked) for _ in range(pool_size)]
         macs = np.array([space.macs(a) for a in pool], dtype=np.float64)
-        self.edges = np.linspace(macs.min(), macs.max(), num_buckets + 1)
+        self.spacing = spacing
+        cut = np.geomspace if spacing == "log" else np.linspace
+        self.edges = cut(macs.min(), macs.max(), num_buckets + 1)
         buckets = self.bucket_of(macs)
         genes = np.stack([space.encode(a) for a in pool])
         self._pool_genes = [genes[buckets == b] for b in range(num_buckets)]
@@ -86,15 +92,15 @@ class ComplexitySampler:
 
     def state_dict(self) -> dict:
         return {"kind": self.kind, "unlocked": sorted(self.unlocked or []), "seed": self.seed,
-                "num_buckets": self.num_buckets, "weights": self.target.tolist(), "pool_size": self.pool_size,
-                "edges": self.edges.tolist()}
+                "num_buckets": self.num_buckets, "spacing": self.spacing, "weights": self.target.tolist(),
+                "pool_size": self.pool_size, "edges": self.edges.tolist()}
 
 
 SAMPLERS = {"uniform": UniformSampler, "complexity": ComplexitySampler}
 
 
 def create_sampler(kind: str, space: SearchSpace, unlocked=None, seed: int = 0, **options):
-    """``kind``: ``complexity`` (options ``num_buckets``, ``weights``) or ``uniform``."""
+    """``kind``: ``complexity`` (options ``num_buckets``, ``spacing``, ``weights``) or ``uniform``."""
     if kind not in SAMPLERS:
         raise ConfigError(f"sampling={kind!r} is not a sampler; choose one of {', '.join(SAMPLERS)}")
     if kind == "uniform":

@@ -88,9 +88,13 @@ def test_schedule_rejects_bad_phases(digits_vit):
         Schedule([{"name": "k", "epoch": 1, "lr": 1e-3}], 10, digits_vit.space.keys)
 
 
-def test_complexity_sampling_matches_its_target_histogram_and_uniform_does_not(digits_vit):
+@pytest.mark.parametrize("spacing", ["log", "linear"])
+def test_complexity_sampling_matches_its_target_histogram_and_uniform_does_not(digits_vit, spacing):
     space = digits_vit.space
-    complexity = ComplexitySampler(space, num_buckets=8, seed=0)
+    complexity = ComplexitySampler(space, num_buckets=8, spacing=spacing, seed=0)
+    ratios = complexity.edges[1:] / complexity.edges[:-1]
+    widths = np.diff(complexity.edges)
+    assert np.allclose(ratios, ratios[0]) if spacing == "log" else np.allclose(widths, widths[0])
     uniform = UniformSampler(space)
     rng = np.random.default_rng(1)
     expected = complexity.probs * 2000
@@ -101,7 +105,7 @@ def test_complexity_sampling_matches_its_target_histogram_and_uniform_does_not(d
     assert chisquare(hist_u, expected).pvalue < 1e-6
     # a skewed target is followed too
     weights = [8, 4, 2, 1, 1, 1, 1, 1]
-    skewed = ComplexitySampler(space, num_buckets=8, weights=weights, seed=0)
+    skewed = ComplexitySampler(space, num_buckets=8, weights=weights, spacing=spacing, seed=0)
     hist_s = np.bincount(skewed.bucket_of([space.macs(skewed.sample(rng)) for _ in range(2000)]), minlength=8)
     assert chisquare(hist_s, skewed.probs * 2000).pvalue > 0.01
 
@@ -111,6 +115,8 @@ def test_sampler_rejects_bad_options(digits_vit):
         create_sampler("fancy", digits_vit.space)
     with pytest.raises(ConfigError, match="sampler.weights"):
         create_sampler("complexity", digits_vit.space, weights=[1, 2], pool_size=100)
+    with pytest.raises(ConfigError, match="sampler.spacing='cubic'; allowed: log, linear"):
+        create_sampler("complexity", digits_vit.space, spacing="cubic", pool_size=100)
 
 
 def test_failed_save_never_replaces_the_previous_checkpoint(tmp_path, monkeypatch):
