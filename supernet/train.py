@@ -223,6 +223,24 @@ def print_table(rows: list[dict]) -> None:
 
 
 # -- the run ---------------------------------------------------------------------------------------
+# Settings that may differ between a run and its resumption: where and how it runs, not what it trains.
+RESUMABLE_SETTINGS = frozenset({"resume", "out_dir", "run_name", "device", "num_workers", "eval_batch_size"})
+
+
+def changed_settings(saved: dict, current: dict, prefix: str = "") -> list[str]:
+    """``key: saved -> current`` for every training setting that differs (nested keys dotted)."""
+    changed = []
+    for key in sorted(set(saved) | set(current)):
+        if not prefix and key in RESUMABLE_SETTINGS:
+            continue
+        old, new = saved.get(key), current.get(key)
+        if isinstance(old, dict) and isinstance(new, dict):
+            changed += changed_settings(old, new, f"{prefix}{key}.")
+        elif old != new:
+            changed.append(f"{prefix}{key}: {old!r} -> {new!r}")
+    return changed
+
+
 def known_models() -> list[str]:
     return sorted(p.stem for p in (CONF_DIR / "model").glob("*.yaml"))
 
@@ -294,6 +312,10 @@ def run(cfg) -> dict:
         if ckpt["model"] != net.config:
             raise CheckpointError(f"{str(resume_from)!r} holds a supernet of another config ({ckpt['model']}); "
                                   "choose another run_name or resume=never")
+        changed = changed_settings(ckpt.get("config", {}), cfg_container)
+        if changed:
+            raise CheckpointError(f"{str(resume_from)!r} was trained with other settings ({'; '.join(changed)}): "
+                                  "resuming would mix two runs; choose another run_name or resume=never")
         net.load_state_dict(ckpt["state_dict"])
         optimizer.load_state_dict(ckpt["train_state"]["optimizer"])
         ts = ckpt["train_state"]

@@ -206,6 +206,17 @@ def test_corrupt_checkpoint_is_reported_and_left_alone(tmp_path):
         load_supernet(run_dir / "supernet.pt")
 
 
+def test_resume_refuses_a_checkpoint_trained_with_other_settings(tmp_path):
+    subprocess.run(train_cmd(tmp_path), check=True, cwd=ROOT, env=env(), timeout=600, capture_output=True)
+    before = (tmp_path / "r" / "supernet.pt").read_bytes()
+    proc = subprocess.run(train_cmd(tmp_path, "kd.ratio=0.5", "device=cpu"), capture_output=True, text=True,
+                          cwd=ROOT, env=env(), timeout=300)
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    last = proc.stderr.strip().splitlines()[-1]
+    assert "was trained with other settings (kd.ratio: 1.0 -> 0.5)" in last, last  # device may differ
+    assert (tmp_path / "r" / "supernet.pt").read_bytes() == before
+
+
 def test_torchrun_two_cpu_processes_train_the_same_subnets(tmp_path):
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29531",
            "-m", "supernet.train"] + train_cmd(tmp_path, "device=cpu")[3:]
