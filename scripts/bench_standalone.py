@@ -99,6 +99,7 @@ def main() -> None:
         start = time.perf_counter()
         by_lr = {}
         for lr in lrs:
+            torch.manual_seed(args.seed)  # the twin's initial weights follow from the seed, whatever ran before
             fresh = create_supernet_from_config(ckpt["model"]).export(arch)  # same structure, new random weights
             by_lr[lr] = train_alone(fresh, data, cfg, steps, args.seed, lr)
         alone = max(by_lr.values())
