@@ -5,14 +5,15 @@ of the MACs range and the extremes are rarely trained. ``complexity`` (Attentive
 range is cut into K buckets (of equal MACs ratio by default: the MACs of a space are heavy-tailed,
 so equal-width buckets would put most archs in the first bucket and give the few big ones most
 draws), a bucket is drawn from a target distribution (uniform over buckets by default) and then an
-arch uniformly among the space's archs in that bucket: uniform draws over the choices until one lands
-in it, as AttentiveNAS does. Drawing each gene from its frequency in the bucket instead (as for the
-buckets uniform draws seldom reach, below) treats the genes as independent and so starves the
-combinations that are rare at their MACs: on the digits ViT it halved the share of resolution 16 with
-embed 32 (3.7% of draws, 6.7% uniformly in the bucket), the corner whose subnets then fell 2-5 points
-short. Buckets that uniform draws miss ``max_tries`` times (the extremes of a CNN space, under 0.1% of
-its archs) fall back to those per-bucket gene frequencies of a reference pool, kept if the arch lands
-in the bucket, then to a pool arch of the bucket: never an unbounded loop.
+arch uniformly among the space's archs in that bucket: uniform draws over the choices until one
+lands in it, as AttentiveNAS does. Drawing each gene from its frequency in the bucket instead (as
+for the buckets uniform draws seldom reach, below) treats the genes as independent and so starves
+the combinations that are rare at their MACs: on the digits ViT it halved the share of resolution 16
+with embed 32 (3.7% of draws, 6.7% uniformly in the bucket), the corner whose subnets then fell 2-5
+points short. Buckets that uniform draws seldom reach (under one in ``max_tries``, as the extremes
+of a CNN space: under 0.1% of its archs), and a bucket missed ``max_tries`` times, fall back to
+those per-bucket gene frequencies of a reference pool, kept if the arch lands in the bucket, then to
+a pool arch of the bucket: never an unbounded loop.
 
 Both are stateless between steps: the trainer hands them a generator seeded from the step, so every
 rank draws the same subnet and a resumed run draws what the uninterrupted one would have.
@@ -58,6 +59,10 @@ class ComplexitySampler:
         buckets = self.bucket_of(macs)
         genes = np.stack([space.encode(a) for a in pool])
         self._pool_genes = [genes[buckets == b] for b in range(num_buckets)]
+        # Share of uniform draws landing in each bucket (the pool past its first two is uniform):
+        # where fewer than one in ``max_tries`` would, uniform tries are skipped as a waste of time.
+        uniform_share = np.bincount(buckets[2:], minlength=num_buckets) / pool_size
+        self._try_uniform = uniform_share * max_tries >= 1
 
         target = np.ones(num_buckets) if weights is None else np.asarray(weights, dtype=np.float64)
         if target.shape != (num_buckets,) or (target < 0).any() or target.sum() <= 0:
@@ -86,7 +91,7 @@ class ComplexitySampler:
 
     def sample(self, rng: np.random.Generator) -> dict:
         b = int(rng.choice(self.num_buckets, p=self.probs))
-        for _ in range(self.max_tries):  # uniform within the bucket
+        for _ in range(self.max_tries if self._try_uniform[b] else 0):  # uniform within the bucket
             arch = self.space.sample(rng, self.unlocked)
             if self.bucket_of(self.space.macs(arch)) == b:
                 return arch
