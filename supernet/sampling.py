@@ -91,16 +91,20 @@ class ComplexitySampler:
 
     def sample(self, rng: np.random.Generator) -> dict:
         b = int(rng.choice(self.num_buckets, p=self.probs))
-        for _ in range(self.max_tries if self._try_uniform[b] else 0):  # uniform within the bucket
-            arch = self.space.sample(rng, self.unlocked)
-            if self.bucket_of(self.space.macs(arch)) == b:
-                return arch
         cdf = self._cdfs[b]
-        for _ in range(self.max_tries):  # a rare bucket: genes drawn from their frequency in it
+
+        def uniform() -> dict:
+            return self.space.sample(rng, self.unlocked)
+
+        def by_frequency() -> dict:  # the genes drawn from their frequency in the bucket
             u = rng.random(len(cdf))
-            arch = self.space.decode([int(np.searchsorted(c, x, side="right")) for c, x in zip(cdf, u, strict=True)])
-            if self.bucket_of(self.space.macs(arch)) == b:
-                return arch
+            return self.space.decode([int(np.searchsorted(c, x, side="right")) for c, x in zip(cdf, u, strict=True)])
+
+        for propose in (uniform, by_frequency) if self._try_uniform[b] else (by_frequency,):
+            for _ in range(self.max_tries):
+                arch = propose()
+                if self.bucket_of(self.space.macs(arch)) == b:
+                    return arch
         pool = self._pool_genes[b]
         return self.space.decode(pool[rng.integers(len(pool))])
 
