@@ -3,7 +3,8 @@
 A profile's `kind` says where its latencies come from:
 - `measured`: time the real model here (PyTorch or ONNX Runtime, on cpu or cuda);
 - `estimated`: a roofline estimate from per-layer cost records, for a device we cannot run on;
-- `table`: look the arch up in a CSV measured on the device.
+- `table`: look the arch up in a CSV measured on the device;
+- `lut`: sum the per-layer entries of a lookup table measured on the device (`hw_profiles.lut`).
 Any kind may name a `table`; its rows (`table_rows()`) train the search's latency predictor.
 """
 
@@ -24,12 +25,13 @@ import yaml
 from torch import nn
 
 from hw_profiles.errors import ArchNotInTableError, ProfileError
+from hw_profiles.lut import LookupTable
 from hw_profiles.roofline import OP_KINDS, PRECISIONS, Roofline
 from hw_profiles.table import TableRow, canonical_arch, read_table
 from hw_profiles.timing import time_interleaved
 
 PROFILE_DIR = Path(__file__).resolve().parent.parent / "conf" / "hw"
-KINDS = ("measured", "estimated", "table")
+KINDS = ("measured", "estimated", "table", "lut")
 
 
 @dataclass(frozen=True)
@@ -38,7 +40,7 @@ class LatencyResult:
     # from other processes only ever adds time (README, "Predictors": how repeatable each is).
     ms: float
     iqr_ms: float | None  # interquartile range of the timed runs; None when nothing was timed here
-    source: str  # "measured" | "estimated" | "table"
+    source: str  # "measured" | "estimated" | "table" | "lut"
     profile: str  # the profile's name
     n: int  # timed runs behind `ms`; 0 for an estimate
 
@@ -66,6 +68,8 @@ class HardwareProfile:
     launch_overhead_ms: float | None = None
     # kind: table (optional for the others)
     table: Path | None = None
+    # kind: lut: a per-layer table file, or a folder of <resolution>_lookup_table.yaml files
+    lut: Path | None = None
 
     def latency_ms(
         self,
@@ -74,12 +78,16 @@ class HardwareProfile:
         *,
         layer_costs: Sequence[Mapping[str, Any]] | None = None,
         arch: Mapping[str, Any] | None = None,
+        layers: Sequence[str | Mapping[str, Any]] | None = None,
+        resolution: int | None = None,
     ) -> LatencyResult:
         """Latency of one forward pass of `batch_size` inputs, from the source the kind names.
 
         measured: times `model` on random inputs of `input_shape` (one sample's shape, without the
         batch dimension, e.g. (3, 32, 32)); estimated: sums the roofline estimate over
-        `layer_costs` (`net.layer_costs(arch)`); table: looks `arch` up in the device table.
+        `layer_costs` (`net.layer_costs(arch)`); table: looks `arch` up in the device table;
+        lut: sums the lookup table's entries of `layers` (keys or records, `hw_profiles.lut`) at
+        `resolution` (`search.lut.lut_layers(space, arch)` makes them for a space).
         """
         if self.kind == "measured":
             if model is None or input_shape is None:
@@ -92,6 +100,10 @@ class HardwareProfile:
                     "pass layer_costs=net.layer_costs(arch)"
                 )
             return LatencyResult(self.estimate_ms(layer_costs), None, "estimated", self.name, 0)
+        if self.kind == "lut":
+            if layers is None:
+                raise ProfileError(f"profile {self.name!r} sums a per-layer lookup table: pass layers=...")
+            return LatencyResult(self.lookup_table.latency_ms(layers, resolution), None, "lut", self.name, 0)
         if arch is None:
             raise ProfileError(f"profile {self.name!r} reads latencies from a table: pass arch=...")
         return self.lookup(arch)
@@ -122,6 +134,13 @@ class HardwareProfile:
                 f"{self.name!r} ({len(self._rows)} rows); fit a latency predictor on table_rows()"
             )
         return LatencyResult(row.latency_ms, row.iqr_ms, "table", self.name, row.n)
+
+    @cached_property
+    def lookup_table(self) -> LookupTable:
+        """The per-layer lookup table (field `lut`), read once, on first use."""
+        if self.lut is None:
+            raise ProfileError(f"{self.origin}: profile {self.name!r} has no lookup table (field 'lut')")
+        return LookupTable.load(self.lut)
 
     @cached_property
     def _rows(self) -> list[TableRow]:
@@ -338,6 +357,7 @@ _FIELDS: dict[str, _Field] = {
     ),
     "launch_overhead_ms": _Field(_number(0, inclusive=True), ("estimated",)),
     "table": _Field(_text(), ("table",)),
+    "lut": _Field(_text(), ("lut",)),
 }
 
 
@@ -360,6 +380,11 @@ def _validate(config: dict[str, Any], origin: str) -> HardwareProfile:
         values["table"] = Path(values["table"]).expanduser()
         if kind == "table" and not values["table"].is_file():
             raise ProfileError(f"{origin}: field 'table': file not found: {values['table']}")
+    if "lut" in values:
+        values["lut"] = Path(values["lut"]).expanduser()
+        if not values["lut"].exists():
+            raise ProfileError(f"{origin}: field 'lut': not found: {values['lut']} (a lookup-table .yaml file "
+                               "or a folder of <resolution>_lookup_table.yaml files)")
     return HardwareProfile(origin=origin, **values)
 
 
