@@ -38,6 +38,7 @@ from .report import columns_of, plot_pareto, read_rows, write_rows
 log = logging.getLogger(__name__)
 
 ANALYTIC = ("macs", "params", "model_size_bytes")  # exact from the space, always computed
+TOP_UP_FACTOR = 4  # random archs added to a short candidate pool: k x this, so that enough are feasible
 
 
 @dataclass
@@ -154,6 +155,7 @@ class _Search:
             self.cached = {space.key(row["arch"]): row for row in read_rows(out_dir / "evaluations.csv")}
             log.info("resuming %s: %d real evaluations on file", out_dir, len(self.cached))
         self.reference: tuple[np.ndarray, np.ndarray] | None = None
+        self.fit_seconds = 0.0  # the last iteration's predictor fitting, logged
 
     # -- real evaluations ----------------------------------------------------------------------
     def evaluate_real(self, archs: list[dict], iteration: int) -> None:
@@ -209,11 +211,13 @@ class _Search:
 
     def fit_predictors(self) -> bool:
         """One predictor per quantity that only the real evaluation gives; False if there is none."""
+        start = time.perf_counter()
         X = self.features([row["arch"] for row in self.rows])
         for name in self.predicted:
             y = np.array([row[name] for row in self.rows], dtype=np.float64)
             self.predictors[name] = create_predictor(self.predictor_name, **_seeded(self.predictor_name, self.seed))
             self.predictors[name].fit(X, y)
+        self.fit_seconds = time.perf_counter() - start
         return bool(self.predicted)
 
     def estimate(self, archs: list[dict]) -> dict[str, np.ndarray]:
@@ -239,25 +243,41 @@ class _Search:
             if self.space.key(arch) not in seen:
                 seen.add(self.space.key(arch))
                 archs.append(arch)
-        chosen = []
-        if archs:
-            out = problem.evaluate(np.stack([self.space.encode(a) for a in archs]), return_as_dictionary=True)
-            feasible = np.all(out["G"] <= 0, axis=1) if self.constraints else np.ones(len(archs), dtype=bool)
-            remaining = np.flatnonzero(feasible)
-            # front by front (predicted), each spread along the first objective, until k are chosen
-            while remaining.size and len(chosen) < k:
-                front = remaining[pareto_mask(out["F"][remaining])]
-                chosen += [int(front[i]) for i in pick_spread(out["F"][front], k - len(chosen))]
-                remaining = np.setdiff1d(remaining, front)
-        picked = [archs[i] for i in chosen]
-        for _ in range(100 * k):  # the algorithm converged on evaluated archs: explore at random
-            if len(picked) >= k:
+        # the algorithm may have converged on evaluated archs: unseen ones top the pool up, half of
+        # them random, half one gene away from a feasible evaluated arch (a tight bound admits few
+        # random archs, but the neighbours of feasible ones mostly stay feasible)
+        feasible = [self.space.encode(row["arch"]) for row in self.feasible(self.rows)] if self.constraints else []
+        upper = self.space.gene_upper_bounds()
+        for attempt in range(100 * k):
+            if len(archs) >= k * TOP_UP_FACTOR:
                 break
-            arch = self.space.sample(rng)
+            if feasible and attempt % 2:
+                genes = feasible[rng.integers(len(feasible))].copy()
+                gene = rng.integers(len(genes))
+                genes[gene] = rng.integers(upper[gene] + 1)
+                arch = self.space.decode(genes)
+            else:
+                arch = self.space.sample(rng)
             if self.space.key(arch) not in seen:
                 seen.add(self.space.key(arch))
-                picked.append(arch)
-        return picked
+                archs.append(arch)
+        if not archs:
+            return []
+        out = problem.evaluate(np.stack([self.space.encode(a) for a in archs]), return_as_dictionary=True)
+        # predicted feasible first, front by front, each spread along the first objective; only when
+        # fewer than k are feasible, the least infeasible (sum of relative violations) fill up
+        bounds = np.maximum(np.abs(list(self.constraints.values())), 1e-12) if self.constraints else 1.0
+        excess = (np.clip(out["G"], 0, None) / bounds).sum(axis=1) if self.constraints else np.zeros(len(archs))
+        chosen: list[int] = []
+        remaining = np.flatnonzero(excess == 0)
+        while remaining.size and len(chosen) < k:
+            front = remaining[pareto_mask(out["F"][remaining])]
+            chosen += [int(front[i]) for i in pick_spread(out["F"][front], k - len(chosen))]
+            remaining = np.setdiff1d(remaining, front)
+        if len(chosen) < k:
+            infeasible = np.flatnonzero(excess > 0)
+            chosen += [int(i) for i in infeasible[np.argsort(excess[infeasible], kind="stable")][:k - len(chosen)]]
+        return [archs[i] for i in chosen]
 
     def _run_algorithm(self, problem, algorithm, generations, population, iteration, rng) -> np.ndarray:
         # warm start: the evaluated archs (front first), topped up with random ones
@@ -297,9 +317,15 @@ class _Search:
 
     def log_iteration(self, iteration: int, candidates: list[dict], estimates: dict) -> None:
         entry = {"iteration": iteration, "evaluations": len(self.rows), "hypervolume": self.hypervolume(),
-                 "front_size": len(self.pareto()), "time": time.strftime("%Y-%m-%d %H:%M:%S")}
+                 "front_size": len(self.pareto()), "fit_seconds": round(self.fit_seconds, 4),
+                 "time": time.strftime("%Y-%m-%d %H:%M:%S")}
         # predictor quality on the candidates it proposed, before they were evaluated: out of sample
         by_key = {self.space.key(row["arch"]): row for row in self.rows}
+        if self.constraints:  # how many real evaluations the constraints' bounds admit, so far and this time
+            entry["feasible_share"] = len(self.feasible(self.rows)) / max(len(self.rows), 1)
+            if candidates:
+                rows = [by_key[self.space.key(a)] for a in candidates]
+                entry["candidates_feasible_share"] = len(self.feasible(rows)) / len(rows)
         for name in self.predicted:
             if name in estimates and len(candidates) >= 2:
                 truth = np.array([by_key[self.space.key(a)][name] for a in candidates])

@@ -125,6 +125,23 @@ def test_three_objectives_with_an_exact_one_and_a_constraint():
     assert all(r["macs"] == 100 * sum(r["arch"]["x"]) for r in result.evaluations)  # exact, from the space
 
 
+@pytest.mark.parametrize("bound", [8.0, 25.0])
+def test_every_proposal_of_a_constrained_search_is_predicted_feasible(bound):
+    # latency exact (so predicted = true): a proposal over the bound can only be one the loop chose
+    # knowing it infeasible, as the random top-up of a converged algorithm used to be
+    def latency(archs):
+        return toy_truth([a["x"] for a in archs])[1]
+
+    result = toy_search(constraints={"latency_ms": bound}, exact={"latency_ms": latency}, budget=50,
+                        generations=30, population=10)  # a small population converges on evaluated archs
+    proposed = [r for r in result.evaluations if r["iteration"] > 0]
+    assert len(proposed) == 30 and all(r["latency_ms"] <= bound for r in proposed)
+    assert all(entry["candidates_feasible_share"] == 1.0 for entry in result.log)
+    initial = [r for r in result.evaluations if r["iteration"] == 0]
+    assert result.log[-1]["feasible_share"] == pytest.approx(
+        (sum(r["latency_ms"] <= bound for r in initial) + 30) / 50)
+
+
 def test_an_interrupted_search_resumes_without_repeating_a_real_evaluation(tmp_path):
     straight = toy_search(out_dir=tmp_path / "straight")
     with pytest.raises(KeyboardInterrupt):
