@@ -1,8 +1,11 @@
 """Hypervolume against real evaluations: the predictor-guided loop vs. random search vs. NSGA-II on
-real evaluations only, on a trained digits ViT, objectives accuracy (validation split) and
-``local_cpu`` latency (measured).
+real evaluations only.
 
-    python scripts/bench_search.py [--supernet runs/train/vit-digits/supernet.pt] [--seeds 0 1 2]
+    python scripts/bench_search.py --problem ofa-note10 [--seeds 0 1 2 3 4]   (scripts/bench_search_ofa.py)
+    python scripts/bench_search.py [--problem digits] [--supernet runs/train/vit-digits/supernet.pt] [--seeds 0 1 2]
+
+``--problem digits`` (the default, a smoke test): a trained digits ViT, objectives accuracy
+(validation split) and ``local_cpu`` latency (measured).
 
 Every subnet is evaluated for real once (accuracy, then latency timed with the ``local_cpu``
 profile) and memoised, so all methods see the same truth and a method that asks again for an arch
@@ -101,7 +104,7 @@ def hypervolume_curve(rows, low, scale):
     return [float(hv((F[:n][pareto_mask(F[:n])] - low) / scale)) for n in BUDGETS if n <= len(F)]
 
 
-def main() -> None:
+def main_digits(argv) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--supernet", default=str(ROOT / "runs" / "train" / "vit-digits" / "supernet.pt"))
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
@@ -110,7 +113,7 @@ def main() -> None:
     parser.add_argument("--per-iteration", type=int, default=25, help="the loop's real evaluations per iteration")
     parser.add_argument("--reference", type=int, default=2000, help="random real evaluations of the reference front")
     parser.add_argument("--out", default=str(ROOT / "runs" / "bench" / "search.json"))
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
 
     net = load_supernet(args.supernet)
     space = net.space
@@ -169,6 +172,18 @@ def plot(results, path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(add_help=False)
+    parser.add_argument("--problem", choices=("digits", "ofa-note10"), default="digits")
+    known, rest = parser.parse_known_args()
+    if known.problem == "digits":
+        main_digits(rest)
+    else:
+        from bench_search_ofa import main as main_ofa
+
+        main_ofa(rest)
 
 
 if __name__ == "__main__":

@@ -5,8 +5,15 @@
 1. evaluate ``init`` subnets for real (random, plus the largest and the smallest);
 2. fit one predictor per objective that only ``evaluate`` can tell (features: ``space.features``);
 3. run a pymoo algorithm for ``generations`` on the predictors (exact objectives stay exact);
-4. evaluate for real the ``per_iteration`` most spread new candidates of its predicted front;
-5. refit and repeat until ``budget`` real evaluations.
+4. evaluate for real ``per_iteration`` new candidates: the most spread of its predicted front
+   (``select="spread"``), or those adding the most predicted hypervolume to the real front (``hvi``);
+5. refit and repeat until ``budget`` real evaluations. No default depends on ``budget``: the first
+   n evaluations of a run are those of a run with a larger budget.
+
+``search_log.csv`` scores the predictors on the candidates they proposed (``<name>_kendall_tau``) and,
+by predictors fitted without them, on a fixed random sample of the initial evaluations
+(``<name>_sample_kendall_tau``): candidates span the front, where ranking is easy; the sample is
+what the predictor sees of the space as a whole.
 
 ``evaluate(archs) -> {name: values}`` is any callable: a supernet on a validation split, a lookup
 table, a remote device. It returns every objective and constraint that is not in ``exact``, and
@@ -38,6 +45,9 @@ from .report import columns_of, plot_pareto, read_rows, write_rows
 log = logging.getLogger(__name__)
 
 ANALYTIC = ("macs", "params", "model_size_bytes")  # exact from the space, always computed
+# The library's defaults, the same as conf/search.yaml's (a test checks it); none depends on the budget.
+DEFAULTS = {"init": 20, "per_iteration": 10, "generations": 40, "population": 100, "algorithm": "nsga2",
+            "predictor": "xgboost", "select": "spread", "score_sample": 20}
 TOP_UP_FACTOR = 4  # random archs added to a short candidate pool: k x this, so that enough are feasible
 
 
@@ -48,51 +58,94 @@ class SearchResult:
     log: list[dict]  # one row per iteration: evaluations so far, hypervolume, predictor quality
     objectives: tuple[str, ...] = ()
     constraints: dict = field(default_factory=dict)
+    predictors: dict = field(default_factory=dict)  # the last fitted predictor per predicted quantity
+    out_dir: Path | None = None
+
+    def best(self, constraints: Mapping[str, float] | None = None, by: str | None = None) -> dict:
+        """The evaluated subnet with the best ``by`` (default: accuracy, else the first objective)
+        within ``constraints`` (``{"latency_ms": 5}``: upper bounds; a lower bound for accuracy).
+        Raises ``SearchConfigError`` naming the nearest evaluated subnets when none is within."""
+        from .pick import best_row
+
+        return best_row(self.evaluations, constraints or {}, by or ("accuracy" if "accuracy" in self.objectives
+                                                                     else self.objectives[0]))
+
+
+SELECTIONS = ("hvi", "spread")
 
 
 def run_search(space, evaluate: Callable[[list[dict]], Mapping[str, Sequence]],
                objectives: Sequence[str] = ("accuracy", "latency_ms"), *, budget: int = 100,
-               init: int | None = None, per_iteration: int | None = None, generations: int = 30,
-               population: int = 100, algorithm: str = "nsga2", predictor: str = "xgboost",
+               init: int = DEFAULTS["init"], per_iteration: int = DEFAULTS["per_iteration"],
+               generations: int = DEFAULTS["generations"], population: int = DEFAULTS["population"],
+               algorithm: str = DEFAULTS["algorithm"], predictor: str = DEFAULTS["predictor"],
+               predictor_options: Mapping | None = None, select: str = DEFAULTS["select"],
+               score_sample: int = DEFAULTS["score_sample"],
                constraints: Mapping[str, float] | None = None,
                exact: Mapping[str, Callable[[list[dict]], Sequence[float]]] | None = None,
+               initial: Sequence[dict] | None = None,
+               callback: Callable[[dict, SearchResult], None] | None = None,
                seed: int = 0, out_dir: str | Path | None = None, chunk_size: int = 8,
                progress: bool = True) -> SearchResult:
-    """Searches ``space`` for the Pareto front of ``objectives`` with ``budget`` real evaluations."""
+    """Searches ``space`` for the Pareto front of ``objectives`` with ``budget`` real evaluations.
+
+    The defaults (``DEFAULTS``, the same as ``conf/search.yaml``'s) do not depend on ``budget``: a
+    run's first n evaluations are those of any run with a larger budget (anytime behaviour).
+    ``initial``: archs evaluated first (before the largest, the smallest and random ones, ``init`` in
+    all with them); ``predictor_options``: keyword arguments of ``create_predictor``; ``select``:
+    ``hvi`` (greedy predicted hypervolume improvement over the real front) or ``spread`` (the
+    predicted front, spread along the first objective); ``score_sample``: that many of the initial
+    random archs are held out of a second fit per iteration that scores the predictors on them
+    (``search_log.csv``: ``<name>_sample_kendall_tau``, ``<name>_sample_mape``), 0 to skip;
+    ``callback(entry, result)`` after each iteration, with its log entry and the result so far.
+    """
     objectives, constraints = check_objectives(objectives), check_constraints(constraints)
     if algorithm not in ALGORITHMS:
         raise SearchConfigError(f"unknown algorithm {algorithm!r}; algorithms: {', '.join(ALGORITHMS)}")
-    init = init if init is not None else max(2, budget // 4)
-    per_iteration = per_iteration if per_iteration is not None else max(1, budget // 10)
-    if not 2 <= init <= budget or per_iteration < 1:
-        raise SearchConfigError(f"need 2 <= init <= budget and per_iteration >= 1 "
-                                f"(init={init}, budget={budget}, per_iteration={per_iteration})")
+    if select not in SELECTIONS:
+        raise SearchConfigError(f"unknown select {select!r}; allowed: {', '.join(SELECTIONS)}")
+    for name, value, low in (("init", init, 2), ("per_iteration", per_iteration, 1), ("budget", budget, 1),
+                             ("score_sample", score_sample, 0)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
+            raise SearchConfigError(f"{name}={value!r}: allowed: an integer >= {low}")
+    initial = [space.validate(arch) for arch in (initial or [])]
+    init = min(init, budget)
     exact = exact_quantities(space, exact)
     check_reachable(space, constraints, exact)
+    options = dict(predictor_options or {})
+    create_predictor(predictor, **{**_seeded(predictor, seed), **options})  # a bad name or option fails here
     search = _Search(space, evaluate, objectives, constraints, exact, predictor, seed,
                      None if out_dir is None else Path(out_dir), chunk_size, progress)
+    search.select, search.predictor_options = select, options
 
     rng = np.random.default_rng(seed)
-    search.evaluate_real(initial_archs(space, init, rng), iteration=0)
+    first = initial_archs(space, max(init, len(initial)), rng, initial)
+    search.evaluate_real(first, iteration=0)
     search.set_reference()
+    known = {space.key(a) for a in initial} | {space.key(space.largest()), space.key(space.smallest())}
+    search.sample_keys = [space.key(a) for a in first if space.key(a) not in known][:score_sample]
     iteration = 0
     while len(search.rows) < budget:
         iteration += 1
         k = min(per_iteration, budget - len(search.rows))
         predicted = search.fit_predictors()
-        candidates = search.propose(algorithm, k, generations, population, iteration, rng)
+        # always ``per_iteration`` proposed, the first k evaluated: a smaller budget cuts the trace short
+        # without changing it
+        candidates = search.propose(algorithm, per_iteration, generations, population, iteration, rng)[:k]
         estimates = search.estimate(candidates) if predicted else {}
         search.evaluate_real(candidates, iteration)
         search.log_iteration(iteration, candidates, estimates)
+        if callback is not None:
+            callback(search.log[-1], search.result())
     if not search.log:
         search.log_iteration(0, [], {})
     return search.finish()
 
 
-def initial_archs(space, count: int, rng: np.random.Generator) -> list[dict]:
-    """The largest, the smallest and distinct random archs: the extremes anchor the front."""
+def initial_archs(space, count: int, rng: np.random.Generator, first: Sequence[dict] = ()) -> list[dict]:
+    """``first``, the largest, the smallest and distinct random archs: the extremes anchor the front."""
     archs, seen = [], set()
-    for arch in (space.largest(), space.smallest()):
+    for arch in (*first, space.largest(), space.smallest()):
         if space.key(arch) not in seen:
             seen.add(space.key(arch))
             archs.append(arch)
@@ -127,6 +180,34 @@ def exact_quantities(space, exact: Mapping[str, Callable] | None = None) -> dict
     return {**{name: analytic(getattr(space, name)) for name in ANALYTIC}, **(exact or {})}
 
 
+def pick_hvi(F: np.ndarray, front: np.ndarray, k: int) -> np.ndarray:
+    """Indices of ``k`` rows of ``F`` chosen greedily by the hypervolume each adds to ``front`` and
+    the rows chosen before it (all normalised, minimised, reference point 1.1); rows that add none
+    follow, least dominated by those first (additive epsilon: the shift that would make a row
+    non-dominated)."""
+    hv = HV(ref_point=np.full(F.shape[1], 1.1))
+    chosen: list[int] = []
+    current = front
+    base = hv(current) if len(current) else 0.0
+    remaining = list(range(len(F)))
+    while remaining and len(chosen) < k:
+        gains = np.array([hv(np.vstack([current, F[i]])) - base for i in remaining])
+        best = int(np.argmax(gains))
+        if gains[best] <= 1e-12:
+            break
+        chosen.append(remaining.pop(best))
+        current = np.vstack([current, F[chosen[-1]]])
+        base += gains[best]
+    if len(chosen) < k and remaining:
+        rest = np.array(remaining)
+        if len(current):  # against the front and the rows already chosen
+            epsilon = np.max(np.min(F[rest][:, None, :] - current[None, :, :], axis=2), axis=1)
+        else:
+            epsilon = np.zeros(len(rest))
+        chosen += [int(i) for i in rest[np.argsort(epsilon, kind="stable")][:k - len(chosen)]]
+    return np.array(chosen, dtype=np.int64)
+
+
 def pick_spread(F: np.ndarray, k: int) -> np.ndarray:
     """Indices of ``k`` rows of a front spread evenly along its first objective."""
     order = np.argsort(F[:, 0], kind="stable")
@@ -156,6 +237,12 @@ class _Search:
             log.info("resuming %s: %d real evaluations on file", out_dir, len(self.cached))
         self.reference: tuple[np.ndarray, np.ndarray] | None = None
         self.fit_seconds = 0.0  # the last iteration's predictor fitting, logged
+        self.select = "spread"  # how candidates are chosen from the predicted pool: spread | hvi
+        self.predictor_options: dict = {}
+        self.sample_keys: list[str] = []  # the fixed random sample the predictors are scored on
+        self.sample_scores: dict[str, float] = {}
+        self.score_seconds = 0.0
+        self.chosen: dict[str, str] = {}  # predictor=auto's pick per quantity
 
     # -- real evaluations ----------------------------------------------------------------------
     def evaluate_real(self, archs: list[dict], iteration: int) -> None:
@@ -215,10 +302,37 @@ class _Search:
         X = self.features([row["arch"] for row in self.rows])
         for name in self.predicted:
             y = np.array([row[name] for row in self.rows], dtype=np.float64)
-            self.predictors[name] = create_predictor(self.predictor_name, **_seeded(self.predictor_name, self.seed))
-            self.predictors[name].fit(X, y)
+            self.predictors[name] = self._new_predictor().fit(X, y)
+            chosen = getattr(self.predictors[name], "chosen", None)
+            if chosen is not None:  # predictor=auto: say which model it picked, and why
+                scores = ", ".join(f"{n} {t:.3f}" for n, t in self.predictors[name].cv_kendall_tau.items())
+                log.info("%s predictor: auto chose %s (cross-validated Kendall tau: %s)", name, chosen, scores)
+                self.chosen[name] = chosen
         self.fit_seconds = time.perf_counter() - start
+        self.sample_scores = self._score_sample(X)
         return bool(self.predicted)
+
+    def _new_predictor(self):
+        return create_predictor(self.predictor_name, **{**_seeded(self.predictor_name, self.seed),
+                                                        **self.predictor_options})
+
+    def _score_sample(self, X: np.ndarray) -> dict[str, float]:
+        """Predictors fitted without the fixed random sample, scored on it: quality over the whole
+        space, not only on the candidates (which the search picks where the predictor is confident)."""
+        if len(self.sample_keys) < 2 or not self.predicted:
+            return {}
+        keys = [self.space.key(row["arch"]) for row in self.rows]
+        held = np.isin(keys, self.sample_keys)
+        if (~held).sum() < 2:
+            return {}
+        start, scores = time.perf_counter(), {}
+        for name in self.predicted:
+            y = np.array([row[name] for row in self.rows], dtype=np.float64)
+            quality = report(y[held], self._new_predictor().fit(X[~held], y[~held]).predict(X[held]))
+            scores[f"{name}_sample_kendall_tau"] = quality["kendall_tau"]
+            scores[f"{name}_sample_mape"] = quality["mape"]
+        self.score_seconds = time.perf_counter() - start
+        return scores
 
     def estimate(self, archs: list[dict]) -> dict[str, np.ndarray]:
         columns = {name: np.asarray(fn(archs), dtype=np.float64) for name, fn in self.exact.items()
@@ -270,6 +384,12 @@ class _Search:
         excess = (np.clip(out["G"], 0, None) / bounds).sum(axis=1) if self.constraints else np.zeros(len(archs))
         chosen: list[int] = []
         remaining = np.flatnonzero(excess == 0)
+        if self.select == "hvi" and remaining.size:
+            low, scale = self.reference
+            front = self._minimised(self.pareto()) if self.pareto() else np.zeros((0, len(self.objectives)))
+            chosen += [int(remaining[i]) for i in pick_hvi((out["F"][remaining] - low) / scale,
+                                                           (front - low) / scale, k)]
+            remaining = remaining[:0]
         while remaining.size and len(chosen) < k:
             front = remaining[pareto_mask(out["F"][remaining])]
             chosen += [int(front[i]) for i in pick_spread(out["F"][front], k - len(chosen))]
@@ -319,6 +439,10 @@ class _Search:
         entry = {"iteration": iteration, "evaluations": len(self.rows), "hypervolume": self.hypervolume(),
                  "front_size": len(self.pareto()), "fit_seconds": round(self.fit_seconds, 4),
                  "time": time.strftime("%Y-%m-%d %H:%M:%S")}
+        entry.update({f"{name}_predictor": chosen for name, chosen in self.chosen.items()})
+        if self.sample_scores:
+            entry.update(self.sample_scores)
+            entry["score_fit_seconds"] = round(self.score_seconds, 4)
         # predictor quality on the candidates it proposed, before they were evaluated: out of sample
         by_key = {self.space.key(row["arch"]): row for row in self.rows}
         if self.constraints:  # how many real evaluations the constraints' bounds admit, so far and this time
@@ -344,12 +468,16 @@ class _Search:
             return []
         return [row for row, keep in zip(rows, pareto_mask(self._minimised(rows)), strict=True) if keep]
 
+    def result(self) -> SearchResult:
+        return SearchResult(self.rows, self.pareto(), self.log, self.objectives, dict(self.constraints),
+                            dict(self.predictors), self.out_dir)
+
     def finish(self) -> SearchResult:
         if self.cached:  # the replay went elsewhere: keep the real evaluations it did not reach
             self.rows += [{**row, "id": len(self.rows) + i} for i, row in enumerate(self.cached.values())]
             self.cached = {}
             self.save()
-        result = SearchResult(self.rows, self.pareto(), self.log, self.objectives, dict(self.constraints))
+        result = self.result()
         if self.out_dir is not None:
             write_rows(self.out_dir / "pareto.csv", result.pareto, columns_of(self.rows))
             y = "accuracy" if "accuracy" in self.objectives else self.objectives[1]

@@ -1,0 +1,144 @@
+"""The loop as a library user meets it: budget-independent defaults, the predictor scored on a fixed
+random sample, hypervolume-improvement candidate choice, callbacks, an initial set, the fitted
+predictors, and choosing a subnet (``result.best``, ``python -m search.pick``)."""
+import numpy as np
+import pytest
+import yaml
+from conftest import ROOT
+from test_search import ToyEvaluator, ToySpace
+
+from predictors import Predictor, register_predictor
+from search import SearchConfigError, run_search
+from search.loop import DEFAULTS, pick_hvi
+from search.pick import best_row
+from search.pick import main as pick_main
+
+FAST = dict(generations=10, population=30, seed=0, progress=False)
+
+
+def toy(**options):
+    return run_search(ToySpace(), options.pop("evaluate", ToyEvaluator()), **{**FAST, **options})
+
+
+def test_the_trace_does_not_depend_on_the_budget():
+    short, long = toy(budget=40), toy(budget=60)
+    assert [r["arch"] for r in short.evaluations] == [r["arch"] for r in long.evaluations[:40]]
+
+
+def test_library_defaults_are_the_cli_defaults():
+    conf = yaml.safe_load((ROOT / "conf" / "search.yaml").read_text())
+    for key in ("init", "per_iteration", "generations", "population", "algorithm", "predictor"):
+        assert conf[key] == DEFAULTS[key], key
+
+
+class Memorizer(Predictor):
+    """Predicts the value of a row it was fitted on, and 1.0 for any other (a probe of what was fitted)."""
+
+    def __init__(self, seed: int = 0):
+        super().__init__()
+
+    def _fit(self, X, y):
+        self.table = {tuple(x): v for x, v in zip(X.tolist(), y.tolist(), strict=True)}
+
+    def _predict(self, X):
+        return np.array([self.table.get(tuple(x), 1.0) for x in X.tolist()])
+
+    def _state(self):
+        return {}
+
+    def _set_state(self, state):
+        pass
+
+
+register_predictor("test-memorizer")(Memorizer)
+
+
+def test_predictors_are_scored_on_a_fixed_random_sample_held_out_of_their_fit():
+    from test_search import toy_truth
+
+    result = toy(budget=50, predictor="test-memorizer", score_sample=12,
+                 exact={"latency_ms": lambda archs: toy_truth([a["x"] for a in archs])[1]})
+    assert len(result.log) == 3
+    initial = [r for r in result.evaluations if r["iteration"] == 0]
+    sample = initial[2:14]  # after the largest and the smallest: the first 12 random archs
+    held_out_mape = 100 * np.mean([abs(1.0 - r["accuracy"]) / r["accuracy"] for r in sample])
+    for entry in result.log:  # held out: the memorizer knows none of the sample, every entry alike
+        assert entry["accuracy_sample_mape"] == pytest.approx(held_out_mape)
+        assert np.isnan(entry["accuracy_sample_kendall_tau"])  # constant predictions rank nothing
+    assert result.predictors["accuracy"].predict(np.stack([ToySpace().features(sample[0]["arch"])]))[0] == \
+        pytest.approx(sample[0]["accuracy"])  # while the search's own predictor was fitted on it
+    assert "accuracy_sample_kendall_tau" not in toy(budget=30, score_sample=0).log[0]
+
+
+def test_pick_hvi_orders_by_hypervolume_gain_then_least_dominated():
+    front = np.array([[0.0, 1.0], [1.0, 0.0]])
+    candidates = np.array([[0.9, 0.9],   # adds 0.1 x 0.1 = 0.01 below the reference point 1.1 ...
+                           [0.5, 0.5],   # adds 0.5 x 0.5 = 0.25, and then dominates (0.9, 0.9): epsilon 0.4
+                           [1.2, 1.2],   # dominated: epsilon 0.7 once (0.5, 0.5) is chosen
+                           [1.05, 0.05]])  # dominated by (1, 0): epsilon 0.05
+    assert pick_hvi(candidates, front, 4).tolist() == [1, 3, 0, 2]
+    assert pick_hvi(candidates, front, 1).tolist() == [1]
+    # once (0.5, 0.5) is chosen, both others add nothing: (0.5, 0.95) is the less dominated (epsilon 0 vs 0.1)
+    assert pick_hvi(np.array([[0.5, 0.5], [0.6, 0.6], [0.5, 0.95]]), front, 2).tolist() == [0, 2]
+
+
+def test_hvi_selection_searches_as_well_as_spread():
+    from test_search import toy_truth
+
+    def hv(result):
+        from pymoo.indicators.hv import HV
+
+        F = np.array([[-r["accuracy"], r["latency_ms"]] for r in result.pareto])
+        acc, lat = toy_truth([[0] * 6, [7] * 6])
+        low, high = np.array([-acc[1], lat[0]]), np.array([-acc[0], lat[1]])
+        return HV(ref_point=np.full(2, 1.1))((F - low) / (high - low))
+
+    assert hv(toy(budget=60, select="hvi")) >= hv(toy(budget=20)) + 0.02
+
+
+def test_initial_archs_callback_options_and_fitted_predictors():
+    seen = []
+    initial = [{"x": [3, 3, 3, 3, 3, 3]}, {"x": [1, 2, 3, 4, 5, 6]}]
+    result = toy(budget=35, initial=initial, predictor_options={"n_estimators": 20},
+                 callback=lambda entry, partial: seen.append((entry["evaluations"], len(partial.evaluations))))
+    assert [r["arch"] for r in result.evaluations[:2]] == initial
+    assert seen == [(30, 30), (35, 35)]
+    assert result.predictors["accuracy"].n_estimators == 20
+    assert result.predictors["accuracy"].predict(np.zeros((1, len(ToySpace().features(initial[0]))))).shape == (1,)
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"select": "best"}, "unknown select 'best'; allowed: hvi, spread"),
+    ({"per_iteration": 0}, "per_iteration=0: allowed: an integer >= 1"),
+    ({"predictor_options": {"depth": 3}}, "predictor 'xgboost' has no option 'depth'"),
+])
+def test_bad_loop_options_are_named(options, message):
+    with pytest.raises(ValueError, match=message):
+        toy(budget=30, **options)
+
+
+def test_best_within_bounds_and_the_nearest_when_none():
+    rows = [{"id": 0, "accuracy": 0.9, "latency_ms": 8.0}, {"id": 1, "accuracy": 0.8, "latency_ms": 4.0},
+            {"id": 2, "accuracy": 0.85, "latency_ms": 5.0}, {"id": 3, "accuracy": 0.7, "latency_ms": 3.0}]
+    assert best_row(rows, {"latency_ms": 5})["id"] == 2
+    assert best_row(rows, {"latency_ms": 5}, by="latency_ms")["id"] == 3
+    assert best_row(rows, {"accuracy": 0.8, "latency_ms": 6})["id"] == 2
+    with pytest.raises(SearchConfigError, match=r"no evaluated subnet meets latency_ms<=2 \(4 evaluated\); "
+                                                r"nearest: id 3 \(latency_ms=3, accuracy=0.7\); id 1"):
+        best_row(rows, {"latency_ms": 2})
+    with pytest.raises(SearchConfigError, match="unknown constraint 'speed'"):
+        best_row(rows, {"speed": 2})
+
+
+def test_result_best_and_pick_cli_agree(tmp_path, capsys):
+    result = toy(budget=30, out_dir=tmp_path)
+    bound = float(np.median([r["latency_ms"] for r in result.evaluations]))
+    expected = max((r for r in result.evaluations if r["latency_ms"] <= bound), key=lambda r: r["accuracy"])
+    assert result.best({"latency_ms": bound})["id"] == expected["id"]
+    pick_main([str(tmp_path), f"latency_ms={bound}", "--no-export"])
+    printed = capsys.readouterr().out
+    assert printed.startswith(f"subnet {expected['id']}: accuracy=") and "not exported (--no-export)" in printed
+    with pytest.raises(SystemExit, match="error: no evaluated subnet meets latency_ms<=0.5"):
+        pick_main([str(tmp_path), "latency_ms=0.5"])
+    with pytest.raises(SystemExit, match="error: bound 'latency_ms' : write NAME=VALUE|write NAME=VALUE"):
+        pick_main([str(tmp_path), "latency_ms"])
