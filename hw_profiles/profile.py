@@ -70,6 +70,8 @@ class HardwareProfile:
     table: Path | None = None
     # kind: lut: a per-layer table file, or a folder of <resolution>_lookup_table.yaml files
     lut: Path | None = None
+    # written by `python -m search.measure --calibrate`: what the roofline was fitted on, how well
+    calibration: Mapping[str, Any] | None = None
 
     def latency_ms(
         self,
@@ -333,6 +335,12 @@ def _number_map(
     return check
 
 
+def _record(value: Any) -> dict[str, Any]:
+    if not isinstance(value, Mapping):
+        raise _Invalid(f"must be a mapping (what the profile was calibrated on), {_got(value)}")
+    return dict(value)
+
+
 class _Field(NamedTuple):
     check: Callable[[Any], Any]
     required_by: tuple[str, ...]  # the kinds that need this field
@@ -358,6 +366,7 @@ _FIELDS: dict[str, _Field] = {
     "launch_overhead_ms": _Field(_number(0, inclusive=True), ("estimated",)),
     "table": _Field(_text(), ("table",)),
     "lut": _Field(_text(), ("lut",)),
+    "calibration": _Field(_record, ()),
 }
 
 

@@ -4,7 +4,8 @@
         [--seed 0] [--out runs/tables/local_cpu.csv] [--threads 4] [--backend onnxruntime] [--chunk 50]
 
 Run it on the target device (a Jetson with ``--hw local_gpu``, a Raspberry Pi with ``--hw local_cpu``):
-it needs only this package and torch. It times the largest and the smallest subnet and ``--n`` distinct
+it needs only this package and torch. ``--calibrate PROFILE TABLE`` fits a roofline profile to such a
+table instead (``search/calibrate.py``). It times the largest and the smallest subnet and ``--n`` distinct
 sampled ones, each exported as static modules, and writes ``arch -> latency_ms`` rows. Copy the CSV
 back and set the device's profile ``table:`` (``hw=jetson hw.table=PATH``): the search then reads those
 latencies and fits its latency predictor on them.
@@ -68,6 +69,10 @@ def measured_profile(hw: str, overrides: dict) -> HardwareProfile:
 
 
 def main(argv: list[str] | None = None) -> Path:
+    argv = sys.argv[1:] if argv is None else argv
+    if "--calibrate" in argv:  # fit a roofline profile to a table instead (search/calibrate.py)
+        from .calibrate import main as calibrate_main
+        return calibrate_main(argv)
     parser = argparse.ArgumentParser(prog="python -m search.measure", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--supernet", required=True, help="a trained supernet.pt")
