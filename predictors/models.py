@@ -10,6 +10,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
+import scipy.optimize
 import xgboost
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.gaussian_process import GaussianProcessRegressor
@@ -29,6 +30,23 @@ def _small_problem():
     with threadpool_limits(limits=1, user_api="blas"), warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         yield
+
+
+LOSSES = ("squared", "relative")
+
+
+def check_loss(kind: str, loss: str) -> str:
+    if loss not in LOSSES:
+        raise PredictorError(f"{kind} loss must be one of {', '.join(LOSSES)}, got {loss!r}")
+    return loss
+
+
+def relative_weights(y: np.ndarray, kind: str) -> np.ndarray:
+    """1 / y, for a fit that minimises the relative (absolute percentage) error: targets must be > 0."""
+    if y.min() <= 0:
+        raise PredictorError(f"{kind} loss 'relative' needs positive targets (latencies), got a minimum of "
+                             f"{float(y.min())!r}; use loss='squared'")
+    return 1.0 / y
 
 
 @dataclass
@@ -59,22 +77,30 @@ class Standardizer:
 
 @register_predictor("xgboost")
 class XGBoostPredictor(Predictor):
-    """Gradient-boosted trees (the default): captures gene interactions, insensitive to scale."""
+    """Gradient-boosted trees (the default): captures gene interactions, insensitive to scale.
+
+    ``loss="relative"`` fits the absolute error weighted by 1 / y: the median-like fit that
+    minimises MAPE, robust to the slow outliers of latency measurements (``docs/predictors.md``)."""
 
     def __init__(self, n_estimators: int = 300, max_depth: int = 4, learning_rate: float = 0.05,
-                 subsample: float = 0.8, n_jobs: int = 1, seed: int = 0):
+                 subsample: float = 0.8, n_jobs: int = 1, seed: int = 0, loss: str = "squared"):
         # One thread: on a few hundred rows, threads gain nothing and on a busy machine their
         # synchronisation makes a fit several times slower.
         super().__init__()
         self.n_estimators, self.max_depth, self.learning_rate = n_estimators, max_depth, learning_rate
         self.subsample, self.n_jobs, self.seed = subsample, n_jobs, seed
+        self.loss = check_loss(self.kind, loss)
         self._booster: xgboost.Booster | None = None
 
     def _fit(self, X, y):
+        relative = self.loss == "relative"
         model = xgboost.XGBRegressor(
             n_estimators=self.n_estimators, max_depth=self.max_depth, learning_rate=self.learning_rate,
-            subsample=self.subsample, n_jobs=self.n_jobs, random_state=self.seed, tree_method="hist")
-        model.fit(X, y)
+            subsample=self.subsample, n_jobs=self.n_jobs, random_state=self.seed, tree_method="hist",
+            objective="reg:absoluteerror" if relative else "reg:squarederror")
+        # weights of mean 1: xgboost's min_child_weight counts them, so 1 / y alone (~0.05) would block splits
+        weights = relative_weights(y, self.kind) if relative else None
+        model.fit(X, y, sample_weight=None if weights is None else weights / weights.mean())
         self._booster = model.get_booster()
 
     def _predict(self, X):
@@ -91,23 +117,41 @@ class XGBoostPredictor(Predictor):
 
 @register_predictor("ridge")
 class RidgePredictor(Predictor):
-    """Ridge regression on standardised features: fast, hard to overfit, a floor for the others."""
+    """Ridge regression on standardised features: fast, hard to overfit, a floor for the others.
 
-    def __init__(self, alpha: float = 1.0):
+    ``loss="relative"``: least absolute relative error (iteratively reweighted least squares, with
+    the same ridge penalty), the linear fit that minimises MAPE and shrugs off outliers."""
+
+    IRLS_STEPS = 30
+
+    def __init__(self, alpha: float = 1.0, loss: str = "squared"):
         super().__init__()
         if not alpha > 0:
             raise PredictorError(f"ridge alpha must be > 0, got {alpha!r}")
-        self.alpha = alpha
+        self.alpha, self.loss = alpha, check_loss(self.kind, loss)
         self._scaler: Standardizer | None = None
         self._coef = self._intercept = None
 
     def _fit(self, X, y):
         self._scaler = Standardizer.fit(X)
         Z = self._scaler.transform(X)
-        self._intercept = float(y.mean())
+        weights = relative_weights(y, self.kind) ** 2 if self.loss == "relative" else np.ones_like(y)
+        steps = self.IRLS_STEPS if self.loss == "relative" else 1
+        for _ in range(steps):
+            self._solve(Z, y, weights)
+            if self.loss == "relative":  # |r| / y = r^2 / (y^2 |r|): reweight by the last residuals
+                relative_error = np.abs(Z @ self._coef + self._intercept - y) / y
+                weights = 1.0 / (y**2 * np.maximum(relative_error, 1e-4))
+
+    def _solve(self, Z, y, weights):
+        """Weighted ridge: minimises sum(w (Z c + b - y)^2) + alpha |c|^2 (the intercept b is free)."""
+        w = weights / weights.sum()
+        z_mean, y_mean = w @ Z, float(w @ y)
+        Zc, yc = Z - z_mean, y - y_mean
         # alpha > 0 keeps the normal equations solvable even with constant or duplicate columns.
-        gram = Z.T @ Z + self.alpha * np.eye(Z.shape[1])
-        self._coef = np.linalg.solve(gram, Z.T @ (y - self._intercept))
+        gram = (Zc * w[:, None]).T @ Zc * len(y) + self.alpha * np.eye(Z.shape[1])
+        self._coef = np.linalg.solve(gram, (Zc * w[:, None]).T @ yc * len(y))
+        self._intercept = y_mean - float(z_mean @ self._coef)
 
     def _predict(self, X):
         return self._scaler.transform(X) @ self._coef + self._intercept
@@ -163,11 +207,19 @@ class MLPPredictor(Predictor):
 @register_predictor("gp")
 class GPPredictor(Predictor):
     """Gaussian process: Matern 5/2 with one length scale per feature, plus a noise term, on
-    standardised inputs and targets. Prediction is the posterior mean."""
+    standardised inputs and targets. Prediction is the posterior mean.
 
-    def __init__(self, n_restarts: int = 0, seed: int = 0):
+    The cost is bounded: the kernel's hyperparameters are fitted on at most ``max_opt_rows`` rows
+    (a random subset) with at most ``max_iter`` L-BFGS steps; the posterior then conditions on every
+    row with those hyperparameters fixed (one Cholesky factorisation). Exact GP regression with
+    hyperparameters fitted on a subset, not a sparse approximation of the posterior."""
+
+    def __init__(self, n_restarts: int = 0, seed: int = 0, max_opt_rows: int = 200, max_iter: int = 50):
         super().__init__()
-        self.n_restarts, self.seed = n_restarts, seed
+        for name, value in (("max_opt_rows", max_opt_rows), ("max_iter", max_iter)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise PredictorError(f"gp {name} must be an integer >= 1, got {value!r}")
+        self.n_restarts, self.seed, self.max_opt_rows, self.max_iter = n_restarts, seed, max_opt_rows, max_iter
         self._x_scaler = self._y_scaler = self._kernel = None
         self._train = self._dual_coef = None
 
@@ -177,12 +229,22 @@ class GPPredictor(Predictor):
                 * Matern(length_scale=np.ones(n_features), length_scale_bounds=(1e-2, 1e3), nu=2.5)
                 + WhiteKernel(1e-2, (1e-6, 1.0)))
 
+    def _optimizer(self, objective, initial_theta, bounds):
+        result = scipy.optimize.minimize(objective, initial_theta, method="L-BFGS-B", jac=True, bounds=bounds,
+                                         options={"maxiter": self.max_iter})
+        return result.x, result.fun
+
     def _fit(self, X, y):
         self._x_scaler, self._y_scaler = Standardizer.fit(X), Standardizer.fit(y)
-        gp = GaussianProcessRegressor(self._make_kernel(X.shape[1]), n_restarts_optimizer=self.n_restarts,
-                                      random_state=self.seed)
+        Z, t = self._x_scaler.transform(X), self._y_scaler.transform(y)
+        rows = np.arange(len(Z))
+        if len(Z) > self.max_opt_rows:
+            rows = np.sort(np.random.default_rng(self.seed).choice(len(Z), self.max_opt_rows, replace=False))
         with _small_problem():
-            gp.fit(self._x_scaler.transform(X), self._y_scaler.transform(y))
+            tuned = GaussianProcessRegressor(self._make_kernel(X.shape[1]), optimizer=self._optimizer,
+                                             n_restarts_optimizer=self.n_restarts, random_state=self.seed)
+            tuned.fit(Z[rows], t[rows])
+            gp = GaussianProcessRegressor(tuned.kernel_, optimizer=None).fit(Z, t)
         self._kernel, self._train, self._dual_coef = gp.kernel_, gp.X_train_, gp.alpha_
 
     def _predict(self, X):

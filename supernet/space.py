@@ -16,6 +16,30 @@ from typing import Any
 
 import numpy as np
 
+FEATURE_SETS = ("accuracy", "latency")
+# The op kinds of cost records (the same as ``hw_profiles.roofline.OP_KINDS``; supernet imports
+# nothing from there, a test keeps the two equal).
+LATENCY_OPS = ("conv", "dwconv", "linear", "matmul", "norm", "act", "add", "pool", "embed")
+LATENCY_FEATURE_NAMES = ("layers", *(f"{stat}.{op}" for op in LATENCY_OPS for stat in ("layers", "macs", "act_bytes")),
+                         "macs", "params", "weight_bytes", "act_bytes")
+_OP_COLUMN = {op: 1 + 3 * i for i, op in enumerate(LATENCY_OPS)}
+
+
+def latency_features(layer_costs: Sequence[dict]) -> np.ndarray:
+    """``space.features(arch, "latency")`` from the arch's cost records (``LATENCY_FEATURE_NAMES``).
+
+    At batch 1 on a GPU, kernel launches rather than arithmetic set the time, so layer counts per op
+    kind come first; MACs and bytes per op kind let a model tell compute- from memory-bound work."""
+    out = np.zeros(len(LATENCY_FEATURE_NAMES))
+    out[0] = len(layer_costs)
+    for layer in layer_costs:
+        column = _OP_COLUMN.get(layer["op"])
+        if column is None:
+            raise ValueError(f"layer {layer['name']!r}: op kind {layer['op']!r} is not one of {', '.join(LATENCY_OPS)}")
+        out[column:column + 3] += (1, layer["macs"], layer["act_bytes"])
+        out[-4:] += (layer["macs"], layer["params"], layer["weight_bytes"], layer["act_bytes"])
+    return out
+
 
 class ArchError(ValueError):
     """An arch that does not belong to the space: names the key, the bad value and what is allowed."""
@@ -198,13 +222,28 @@ class SearchSpace:
         """Equal for two archs that describe the same subnet (inactive entries ignored)."""
         return arch_key(self.canonical(arch))
 
-    def features(self, arch: dict) -> np.ndarray:
-        """Predictor features: the choice indices of the canonical arch, then MACs, params, size."""
+    def features(self, arch: dict, for_: str = "accuracy") -> np.ndarray:
+        """Predictor features of one arch, for the quantity ``for_`` predicts (``FEATURE_SETS``).
+
+        ``accuracy``: the choice indices of the canonical arch, then MACs, params, model size.
+        ``latency``: what drives run time, from ``layer_costs`` (no choice indices): the number of
+        layers, then per op kind of ``LATENCY_OPS`` its layer count, MACs and activation bytes,
+        then total MACs, params, weight bytes and activation bytes. Every family gives the same
+        columns (``feature_names(for_)``), zero for an op kind it lacks.
+        """
+        if for_ not in FEATURE_SETS:
+            raise ValueError(f"unknown feature set {for_!r}; allowed: {', '.join(FEATURE_SETS)}")
         arch = self.canonical(arch)
+        if for_ == "latency":
+            return latency_features(self.layer_costs(arch))
         extras = [self.macs(arch), self.params(arch), self.model_size_bytes(arch)]
         return np.concatenate([self.encode(arch).astype(np.float64), np.array(extras, dtype=np.float64)])
 
-    def feature_names(self) -> list[str]:
+    def feature_names(self, for_: str = "accuracy") -> list[str]:
+        if for_ not in FEATURE_SETS:
+            raise ValueError(f"unknown feature set {for_!r}; allowed: {', '.join(FEATURE_SETS)}")
+        if for_ == "latency":
+            return list(LATENCY_FEATURE_NAMES)
         names = [d.name if d.length is None else f"{d.name}[{i}]" for d in self.dims for i in range(d.num_genes)]
         return names + list(self.feature_extras)
 
