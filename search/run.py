@@ -72,7 +72,8 @@ def run(cfg) -> Path:
 
     options = OmegaConf.to_container(cfg, resolve=True)
     objectives = check_objectives(options["objectives"])
-    constraints = check_constraints(options["constraints"])
+    constraints = check_constraints({name: bound for name, bound in (options["constraints"] or {}).items()
+                                     if bound is not None})
     if cfg.algorithm not in ALGORITHMS:
         raise SearchConfigError(f"unknown algorithm {cfg.algorithm!r}; algorithms: {', '.join(ALGORITHMS)}")
     profile = load_profile(options["hw"])

@@ -276,7 +276,7 @@ def compose(supernet, out, *overrides):
     (["objectives=[accuracy,speed]"], SearchConfigError, "unknown objective 'speed'; objectives: accuracy, "),
     (["supernet=/nonexistent/supernet.pt"], CheckpointError, "/nonexistent/supernet.pt"),
     (["hw.memory_gbps=fast"], ProfileError, "memory_gbps"),
-    (["+constraints.macs=10"], SearchConfigError, "constraint macs<=10 is met by no subnet: the nearest, "),
+    (["constraints.macs=10"], SearchConfigError, "constraint macs<=10 is met by no subnet: the nearest, "),
     (["hw=local_gpu"] if not torch.cuda.is_available() else ["split=train"], ProfileError if not
      torch.cuda.is_available() else SearchConfigError, "CUDA" if not torch.cuda.is_available() else "split"),
 ])
@@ -310,7 +310,7 @@ def test_a_file_that_is_not_a_supernet_is_refused(tmp_path):
 def test_warns_with_the_nearest_subnets_when_no_subnet_meets_a_constraint(supernet_path, tmp_path, capsys):
     from search.run import run
 
-    run(compose(supernet_path, tmp_path, "hw=jetson", "+constraints.accuracy=0.999"))
+    run(compose(supernet_path, tmp_path, "hw=jetson", "constraints.accuracy=0.999"))
     warning = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning:")]
     assert len(warning) == 1 and "no evaluated subnet meets accuracy>=0.999; nearest: id " in warning[0]
     (out,) = (tmp_path / "jetson").iterdir()
