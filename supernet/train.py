@@ -173,6 +173,7 @@ class TrainState:
     step: int = 0            # optimizer steps since the start
     step_in_epoch: int = 0   # steps done in ``epoch`` (non-zero after an interrupt)
     history: list = field(default_factory=list)  # one metrics row per finished epoch
+    epoch_sums: dict = field(default_factory=dict)  # loss sums of those steps: the epoch's row survives an interrupt
 
 
 class StopRequested:
@@ -196,6 +197,7 @@ def checkpoint_dict(net, optimizer, schedule, state: TrainState, sampler, cfg_co
         "state_dict": net.state_dict(),
         "train_state": {"phase": phase, "phase_name": schedule.phases[phase].name, "epoch": state.epoch,
                         "step": state.step, "step_in_epoch": state.step_in_epoch,
+                        "epoch_sums": state.epoch_sums,
                         "optimizer": optimizer.state_dict(),
                         "scheduler": {"kind": "progressive-shrinking-cosine", "step": state.step},
                         "rng": {"torch": torch.get_rng_state()},
@@ -319,7 +321,8 @@ def run(cfg) -> dict:
         net.load_state_dict(ckpt["state_dict"])
         optimizer.load_state_dict(ckpt["train_state"]["optimizer"])
         ts = ckpt["train_state"]
-        state = TrainState(ts["epoch"], ts["step"], ts["step_in_epoch"], list(ckpt["metrics"]["history"]))
+        state = TrainState(ts["epoch"], ts["step"], ts["step_in_epoch"], list(ckpt["metrics"]["history"]),
+                           dict(ts.get("epoch_sums") or {}))
         torch.set_rng_state(ts["rng"]["torch"])
         if dist.main:
             print(f"resuming {resume_from} at epoch {state.epoch}, step {state.step}")
@@ -356,7 +359,9 @@ def run(cfg) -> dict:
                 {} if cfg.sampling == "uniform" else dict(cfg.sampler)))
             sampler_phase = phase_index
         epoch_sampler.set_epoch(epoch, state.step_in_epoch)
-        sums, count, seen, start = {"loss": 0.0, "kd": 0.0}, 0, 0, time.perf_counter()
+        sums = {"loss": 0.0, "kd": 0.0, "count": 0, **state.epoch_sums}  # resumed: the steps done before
+        seen, start = 0, time.perf_counter()
+        lr = schedule.lr(max(state.step - 1, 0))  # the epoch's last rate, also when its steps were all done before
         bar = tqdm(total=steps_per_epoch, initial=state.step_in_epoch, disable=None if dist.main else True, leave=False,
                    desc=f"epoch {epoch + 1}/{schedule.total_epochs} [{phase.name}]", dynamic_ncols=True)
         for x, y in loader:
@@ -376,9 +381,9 @@ def run(cfg) -> dict:
             optimizer.zero_grad(set_to_none=True)
             state.step += 1
             state.step_in_epoch += 1
-            for k in sums:
-                sums[k] += losses[k]
-            count += 1
+            sums = {"loss": sums["loss"] + losses["loss"], "kd": sums["kd"] + losses["kd"],
+                    "count": sums["count"] + 1}
+            state.epoch_sums = sums
             seen += x.shape[0] * dist.world * len(archs)
             bar.update(1)
             bar.set_postfix(loss=f"{losses['loss']:.3f}", kd=f"{losses['kd']:.3f}", lr=f"{lr:.2e}",
@@ -395,15 +400,16 @@ def run(cfg) -> dict:
                           "run the same command again to resume")
                 sys.exit(128 + (stop.signal or signal.SIGTERM))
         bar.close()
-        state.epoch, state.step_in_epoch = epoch + 1, 0
+        state.epoch, state.step_in_epoch, state.epoch_sums = epoch + 1, 0, {}
         if dist.main:
             elapsed = time.perf_counter() - start
             acc_l = accuracy(net, space.largest(), val_loader, device, calib_loader)
             acc_s = accuracy(net, space.smallest(unlocked), val_loader, device, calib_loader)
             row = {"epoch": epoch + 1, "phase": phase.name, "lr": round(lr, 8),
-                   "loss": round(sums["loss"] / max(count, 1), 5), "kd": round(sums["kd"] / max(count, 1), 5),
+                   "loss": round(sums["loss"] / max(sums["count"], 1), 5),
+                   "kd": round(sums["kd"] / max(sums["count"], 1), 5),
                    "val_acc_largest": round(acc_l, 5), "val_acc_smallest": round(acc_s, 5),
-                   "epoch_s": round(elapsed, 2), "img_per_s": round(seen / elapsed, 1)}
+                   "epoch_s": round(elapsed, 2), "img_per_s": round(seen / max(elapsed, 1e-9), 1)}
             state.history.append(row)
             print(f"epoch {epoch + 1:3d}/{schedule.total_epochs} [{phase.name}] loss {row['loss']:.4f} "
                   f"kd {row['kd']:.4f} lr {lr:.2e} | val acc largest {100 * acc_l:.2f}% smallest "

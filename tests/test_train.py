@@ -235,6 +235,55 @@ def test_interrupted_and_resumed_run_ends_with_the_same_weights(tmp_path):
     assert net.space.validate(final[0]["arch"]) == net.space.largest()
 
 
+def train_in_process(tmp_path, run_name, stop_at_step=None):
+    """``supernet.train.run`` on the settings of ``train_cmd``; with ``stop_at_step``, SIGTERM arrives
+    during that (1-based) step, as a Ctrl-C or a scheduler's kill would: returns the exit code."""
+    from hydra import compose, initialize_config_dir
+
+    import supernet.train as train
+
+    overrides = train_cmd(tmp_path, run_name=run_name)[3:]
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose(config_name="train", overrides=overrides)
+    real_step, calls = train.sandwich_step, []
+
+    def step(*args):
+        calls.append(1)
+        if len(calls) == stop_at_step:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return real_step(*args)
+
+    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    train.sandwich_step = step
+    try:
+        train.run(cfg)
+    except SystemExit as exit_:
+        return exit_.code
+    finally:
+        train.sandwich_step = real_step
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
+    return 0
+
+
+def test_a_run_stopped_at_the_last_or_first_step_of_an_epoch_resumes_to_the_same_weights(tmp_path):
+    torch.set_num_threads(1)
+    assert train_in_process(tmp_path, "straight") == 0
+    straight = load_checkpoint(tmp_path / "straight" / "supernet.pt", "ofa-nas/supernet")
+    for stop_at in (4, 5):  # 4 steps per epoch: the last of epoch 1, the first of epoch 2
+        name = f"stopped{stop_at}"
+        assert train_in_process(tmp_path, name, stop_at_step=stop_at) == 128 + signal.SIGTERM
+        stopped = load_checkpoint(tmp_path / name / "supernet.pt", "ofa-nas/supernet")["train_state"]
+        assert stopped["step"] == stop_at and not stopped["complete"]
+        assert train_in_process(tmp_path, name) == 0
+        resumed = load_checkpoint(tmp_path / name / "supernet.pt", "ofa-nas/supernet")
+        for key, value in straight["state_dict"].items():
+            assert torch.equal(value, resumed["state_dict"][key]), (stop_at, key)
+        drop = ("epoch_s", "img_per_s")  # timings
+        assert ([{k: v for k, v in row.items() if k not in drop} for row in resumed["metrics"]["history"]] ==
+                [{k: v for k, v in row.items() if k not in drop} for row in straight["metrics"]["history"]])
+
+
 def test_corrupt_checkpoint_is_reported_and_left_alone(tmp_path):
     run_dir = tmp_path / "r"
     run_dir.mkdir()
