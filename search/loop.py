@@ -47,7 +47,7 @@ log = logging.getLogger(__name__)
 ANALYTIC = ("macs", "params", "model_size_bytes")  # exact from the space, always computed
 # The library's defaults, the same as conf/search.yaml's (a test checks it); none depends on the budget.
 DEFAULTS = {"init": 20, "per_iteration": 10, "generations": 40, "population": 100, "algorithm": "nsga2",
-            "predictor": "xgboost", "select": "spread", "score_sample": 20}
+            "predictor": "xgboost", "select": "hvi", "score_sample": 20, "refine": 0}
 TOP_UP_FACTOR = 4  # random archs added to a short candidate pool: k x this, so that enough are feasible
 
 
@@ -80,7 +80,7 @@ def run_search(space, evaluate: Callable[[list[dict]], Mapping[str, Sequence]],
                generations: int = DEFAULTS["generations"], population: int = DEFAULTS["population"],
                algorithm: str = DEFAULTS["algorithm"], predictor: str = DEFAULTS["predictor"],
                predictor_options: Mapping | None = None, select: str = DEFAULTS["select"],
-               score_sample: int = DEFAULTS["score_sample"],
+               score_sample: int = DEFAULTS["score_sample"], refine: int = DEFAULTS["refine"],
                constraints: Mapping[str, float] | None = None,
                exact: Mapping[str, Callable[[list[dict]], Sequence[float]]] | None = None,
                initial: Sequence[dict] | None = None,
@@ -97,6 +97,8 @@ def run_search(space, evaluate: Callable[[list[dict]], Mapping[str, Sequence]],
     predicted front, spread along the first objective); ``score_sample``: that many of the initial
     random archs are held out of a second fit per iteration that scores the predictors on them
     (``search_log.csv``: ``<name>_sample_kendall_tau``, ``<name>_sample_mape``), 0 to skip;
+    ``refine``: that many one-gene neighbours of the algorithm's final population join the
+    candidate pool (a local search on the predictors);
     ``callback(entry, result)`` after each iteration, with its log entry and the result so far.
     """
     objectives, constraints = check_objectives(objectives), check_constraints(constraints)
@@ -105,7 +107,7 @@ def run_search(space, evaluate: Callable[[list[dict]], Mapping[str, Sequence]],
     if select not in SELECTIONS:
         raise SearchConfigError(f"unknown select {select!r}; allowed: {', '.join(SELECTIONS)}")
     for name, value, low in (("init", init, 2), ("per_iteration", per_iteration, 1), ("budget", budget, 1),
-                             ("score_sample", score_sample, 0)):
+                             ("score_sample", score_sample, 0), ("refine", refine, 0)):
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
             raise SearchConfigError(f"{name}={value!r}: allowed: an integer >= {low}")
     initial = [space.validate(arch) for arch in (initial or [])]
@@ -116,7 +118,7 @@ def run_search(space, evaluate: Callable[[list[dict]], Mapping[str, Sequence]],
     create_predictor(predictor, **{**_seeded(predictor, seed), **options})  # a bad name or option fails here
     search = _Search(space, evaluate, objectives, constraints, exact, predictor, seed,
                      None if out_dir is None else Path(out_dir), chunk_size, progress)
-    search.select, search.predictor_options = select, options
+    search.select, search.predictor_options, search.refine = select, options, refine
 
     rng = np.random.default_rng(seed)
     first = initial_archs(space, max(init, len(initial)), rng, initial)
@@ -239,6 +241,7 @@ class _Search:
         self.fit_seconds = 0.0  # the last iteration's predictor fitting, logged
         self.select = "spread"  # how candidates are chosen from the predicted pool: spread | hvi
         self.predictor_options: dict = {}
+        self.refine = 0  # one-gene neighbours of the algorithm's final population added to the pool
         self.sample_keys: list[str] = []  # the fixed random sample the predictors are scored on
         self.sample_scores: dict[str, float] = {}
         self.score_seconds = 0.0
@@ -351,6 +354,13 @@ class _Search:
             X = np.stack([self.space.encode(self.space.sample(rng)) for _ in range(population * generations)])
         else:
             X = self._run_algorithm(problem, algorithm, generations, population, iteration, rng)
+        if self.refine and len(X):  # one-gene neighbours of the final population: a local search
+            upper = self.space.gene_upper_bounds()
+            rows = np.asarray(X, dtype=np.float64).round().astype(np.int64)
+            picks = rows[rng.integers(len(rows), size=self.refine)]
+            genes = rng.integers(len(upper), size=self.refine)
+            picks[np.arange(self.refine), genes] = rng.integers(upper[genes] + 1)
+            X = np.concatenate([rows, picks])
         archs, seen = [], set(self.keys)
         for genes in X:
             arch = self.space.decode(genes)
@@ -378,6 +388,25 @@ class _Search:
         if not archs:
             return []
         out = problem.evaluate(np.stack([self.space.encode(a) for a in archs]), return_as_dictionary=True)
+        for _ in range(5 if self.constraints else 0):  # too few predicted feasible: their neighbours too
+            ok = np.flatnonzero((out["G"] <= 0).all(axis=1))
+            if len(ok) >= k or not (len(ok) or feasible):
+                break
+            parents = [self.space.encode(archs[i]) for i in ok] + feasible
+            more = []
+            for _ in range(k * TOP_UP_FACTOR):
+                genes = parents[rng.integers(len(parents))].copy()
+                gene = rng.integers(len(genes))
+                genes[gene] = rng.integers(upper[gene] + 1)
+                arch = self.space.decode(genes)
+                if self.space.key(arch) not in seen:
+                    seen.add(self.space.key(arch))
+                    more.append(arch)
+            if not more:
+                break
+            extra = problem.evaluate(np.stack([self.space.encode(a) for a in more]), return_as_dictionary=True)
+            archs += more
+            out = {name: np.concatenate([out[name], extra[name]]) for name in ("F", "G")}
         # predicted feasible first, front by front, each spread along the first objective; only when
         # fewer than k are feasible, the least infeasible (sum of relative violations) fill up
         bounds = np.maximum(np.abs(list(self.constraints.values())), 1e-12) if self.constraints else 1.0
