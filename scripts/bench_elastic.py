@@ -22,7 +22,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from supernet import create_supernet_from_config  # noqa: E402
+from supernet import create_supernet_from_config, inference_cache  # noqa: E402
 from supernet.checkpoint import save_json  # noqa: E402
 
 CONFIGS = {"vit (digits)": ("vit", {}), "vit_tiny @224": ("vit_tiny", {"pretrained": None}),
@@ -42,6 +42,7 @@ def timed(fn, x, device) -> float:
 
 
 @torch.inference_mode()
+@inference_cache()  # as an evaluation runs the supernet
 def compare(net, arch, batch: int, repeats: int, device) -> dict:
     static = net.export(arch).to(device)
     net.set_active(arch)

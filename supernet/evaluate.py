@@ -6,6 +6,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from .bn import recalibrate_bn
+from .layers.cache import inference_cache
 
 
 @torch.no_grad()
@@ -23,10 +24,11 @@ def accuracy(net: nn.Module, arch: dict, loader: DataLoader, device: torch.devic
     net.eval()
     correct = total = 0
     try:
-        for x, y in loader:
-            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-            correct += (net(x).argmax(dim=1) == y).sum().item()
-            total += y.numel()
+        with inference_cache():  # the weights stay as they are while this subnet is evaluated
+            for x, y in loader:
+                x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+                correct += (net(x).argmax(dim=1) == y).sum().item()
+                total += y.numel()
     finally:
         net.set_active(previous)
         net.train(was_training)

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from conftest import model_config
 from sklearn.datasets import load_digits
 
-from supernet import ArchError, create_supernet, create_supernet_from_config, list_supernets
+from supernet import ArchError, create_supernet, create_supernet_from_config, inference_cache, list_supernets
 from supernet.bn import recalibrate_bn
 from supernet.complexity import count_macs, count_params
 from supernet.export import load_subnet, save_subnet
@@ -186,17 +186,17 @@ def test_inference_runs_a_cached_static_subnet_that_follows_arch_weights_and_sta
     net, space, x = digits_cnn, digits_cnn.space, torch.randn(4, 1, 16, 16)
     for arch in (space.smallest(), space.largest(), space.smallest()):
         net.set_active(arch)
-        with torch.no_grad():
+        with torch.no_grad(), inference_cache():
             cached = net(x)
         torch.testing.assert_close(cached, net(x).detach(), atol=1e-5, rtol=0)
     arch = space.sample(3)
     net.set_active(arch)
-    with torch.no_grad():
+    with torch.no_grad(), inference_cache():
         before = net(x)
         head(net).bias.add_(1.0)  # an in-place update, as an optimizer step makes
         torch.testing.assert_close(net(x), before + 1.0, atol=1e-5, rtol=0)
     recalibrate_bn(net, arch, [2 * torch.randn(16, 1, 16, 16) + 1], num_batches=1)  # new BN statistics
-    with torch.no_grad():
+    with torch.no_grad(), inference_cache():
         after = net(x)
     assert not torch.allclose(after, before + 1.0, atol=1e-3)
     torch.testing.assert_close(after, net(x).detach(), atol=1e-5, rtol=0)

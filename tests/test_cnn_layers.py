@@ -5,6 +5,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from supernet import inference_cache
 from supernet.layers import (
     ConvNormAct,
     ElasticBatchNorm2d,
@@ -112,11 +113,11 @@ def test_active_kernel_is_cached_with_autograd_off_and_refreshed_when_weights_ch
     elastic = randomise(ElasticDepthwiseConv2d(4, [3, 5, 7])).eval()
     elastic.set_active(4, 3)
     x = torch.randn(1, 4, 8, 8)
-    with torch.inference_mode():
+    with torch.inference_mode(), inference_cache():
         first = elastic.active_weight()
         assert elastic.active_weight() is first  # the cached tensor
         out = elastic(x)
-    with torch.no_grad():
+    with torch.no_grad(), inference_cache():
         torch.testing.assert_close(elastic(x), out)
         elastic.kernel_transforms["5to3"].mul_(2.0)  # e.g. an optimizer step or load_state_dict
         torch.testing.assert_close(elastic.active_weight(), 2 * first)

@@ -11,7 +11,14 @@ from safetensors.torch import save_file
 from timm.layers import resample_abs_pos_embed
 from timm.models.vision_transformer import VisionTransformer as TimmViT
 
-from supernet import ArchError, ModelConfigError, create_supernet, create_supernet_from_config, list_supernets
+from supernet import (
+    ArchError,
+    ModelConfigError,
+    create_supernet,
+    create_supernet_from_config,
+    inference_cache,
+    list_supernets,
+)
 from supernet.models.vit import PretrainedWeightsError
 
 
@@ -45,7 +52,7 @@ def test_vit_tiny_patch16_224_state_dict_gives_same_logits():
     net = create_supernet_from_config(model_config("vit_tiny"), num_classes=1000, pretrained=None).eval()
     net.load_timm_state_dict(timm_vit.state_dict())
     x = torch.randn(2, 3, 224, 224)
-    with torch.no_grad():
+    with torch.no_grad(), inference_cache():
         expected = timm_vit(x)
         assert expected.std() > 0.1
         torch.testing.assert_close(net(x), expected, atol=1e-5, rtol=0)  # the cached static subnet
@@ -164,12 +171,34 @@ def test_inference_runs_a_cached_static_subnet_that_follows_arch_and_weights(dig
     small, large = space.smallest(), space.largest()
     for arch in (small, large, small):
         digits_vit.set_active(arch)
-        with torch.no_grad():
+        with torch.no_grad(), inference_cache():
             cached = digits_vit(x)
+            assert digits_vit._static_cache._value is not None  # the static subnet ran
         torch.testing.assert_close(cached, digits_vit(x).detach(), atol=1e-5, rtol=0)
-    with torch.no_grad():
+    with torch.no_grad(), inference_cache():
         before = digits_vit(x)
         digits_vit.head.bias.add_(1.0)  # an in-place update, as an optimizer step makes
         torch.testing.assert_close(digits_vit(x), before + 1.0, atol=1e-5, rtol=0)
         digits_vit.double()  # a conversion replaces every weight's storage
         assert digits_vit(x.double()).dtype == torch.float64
+
+
+def test_eval_forward_follows_writes_through_data_that_bump_no_version(digits_vit):
+    x = torch.randn(3, 1, 16, 16)
+    digits_vit.set_active(digits_vit.space.sample(1))
+    with torch.no_grad():
+        with inference_cache():
+            cached = digits_vit(x)
+        digits_vit.head.weight.data.mul_(2.0)  # no version bump
+        digits_vit.head.bias.data.add_(1.0)
+        doubled = digits_vit(x)
+        assert not torch.allclose(doubled, cached, atol=1e-3)
+        with inference_cache():  # a new scope: nothing cached before it is reused
+            torch.testing.assert_close(digits_vit(x), doubled, atol=1e-5, rtol=0)
+        vector = torch.nn.utils.parameters_to_vector(digits_vit.parameters())
+        torch.nn.utils.vector_to_parameters(vector * 0.5, digits_vit.parameters())  # assigns p.data
+        halved = digits_vit(x)
+        assert not torch.allclose(halved, doubled, atol=1e-3)
+        with inference_cache():
+            torch.testing.assert_close(digits_vit(x), halved, atol=1e-5, rtol=0)
+    torch.testing.assert_close(halved, digits_vit(x).detach(), atol=1e-5, rtol=0)  # the elastic path agrees

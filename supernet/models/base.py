@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..layers.cache import InferenceCache
+from ..layers.cache import InferenceCache, caching
 from ..space import arch_key
 
 
@@ -16,7 +16,7 @@ class Supernet(nn.Module):
     def __init__(self):
         super().__init__()
         self._static_cache = InferenceCache()
-        self._tensors: tuple[torch.Tensor, ...] | None = None  # parameters and buffers, for their versions
+        self._tensors: tuple[torch.Tensor, ...] | None = None  # parameters and buffers, for the cache key
         self._norms: tuple[nn.Module, ...] | None = None
         self._keyed_arch: tuple[dict | None, str] = (None, "")
 
@@ -32,15 +32,15 @@ class Supernet(nn.Module):
         return x
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if torch.is_grad_enabled() or self.training or any(m.training for m in self._batch_norms()):
+        if not caching() or self.training or any(m.training for m in self._batch_norms()):
             return self.forward_head(self.forward_features(x))
-        # Inference (evaluation, search): run the exported static subnet, rebuilt only when the arch, a
-        # weight or a BatchNorm statistic changes, so that repeated forwards of one subnet cost what the
-        # static model costs. Versions only grow with in-place updates (optimizer steps, load_state_dict,
-        # BN recalibration, which runs with its norms in training mode and so takes the elastic path);
-        # a move to another device or dtype clears the cache in _apply.
-        version = sum(t._version for t in self._state_tensors())
-        static = self._static_cache.get((self._active_key(), version), (), self._export_active)
+        # Inference inside ``inference_cache()`` (evaluation, search): run the exported static subnet,
+        # rebuilt only when the scope, the arch, a weight or a BatchNorm statistic changes, so that
+        # repeated forwards of one subnet cost what the static model costs. Versions grow with in-place
+        # updates (optimizer steps, load_state_dict, BN recalibration, which runs with its norms in
+        # training mode and so takes the elastic path); a move to another device or dtype clears the
+        # cache in _apply; storage swapped through ``.data`` is caught by data pointers.
+        static = self._static_cache.get((self._active_key(),), self._state_tensors(), self._export_active)
         return static(self.resize_input(x))
 
     def _state_tensors(self) -> tuple[torch.Tensor, ...]:
