@@ -25,13 +25,14 @@ class AutoPredictor(Predictor):
     After ``fit``: ``chosen`` is the picked name and ``cv_kendall_tau`` every candidate's score,
     so that predictor quality is logged, not just computed. Ties go to the earlier candidate.
 
-    The cost is ``folds`` fits of each candidate on part of the rows, then one on all of them. The
+    The cost is ``folds`` fits of each candidate on part of at most ``max_cv_rows`` rows (a random
+    subset of a larger table: enough to rank the candidates), then one fit on all rows. The
     MLP is not a default candidate: on 100 rows it is unreliable (``docs/predictors.md``). ``loss``
     goes to the candidates that take one (xgboost, ridge): ``"relative"`` for latencies.
     """
 
     def __init__(self, candidates=("xgboost", "ridge", "gp"), folds: int = 3, seed: int = 0,
-                 loss: str = "squared"):
+                 loss: str = "squared", max_cv_rows: int = 300):
         super().__init__()
         self.candidates = tuple(candidates)
         allowed = [name for name in list_predictors() if name != self.kind]
@@ -41,7 +42,9 @@ class AutoPredictor(Predictor):
                                  f"got {list(self.candidates)}")
         if not (isinstance(folds, int) and folds >= 2):
             raise PredictorError(f"auto folds must be an integer >= 2, got {folds!r}")
-        self.folds, self.seed, self.loss = folds, seed, loss
+        if isinstance(max_cv_rows, bool) or not isinstance(max_cv_rows, int) or max_cv_rows < 2 * folds:
+            raise PredictorError(f"auto max_cv_rows must be an integer >= 2 x folds ({2 * folds}), got {max_cv_rows!r}")
+        self.folds, self.seed, self.loss, self.max_cv_rows = folds, seed, loss, max_cv_rows
         for name in self.candidates:  # a bad loss fails here, not in the middle of a fit
             self._create(name)
         self.chosen: str | None = None
@@ -53,7 +56,11 @@ class AutoPredictor(Predictor):
         if len(X) < 2 * self.folds:
             raise PredictorError(f"auto needs at least {2 * self.folds} rows for {self.folds}-fold "
                                  f"cross-validation, got {len(X)}")
-        splits = list(KFold(self.folds, shuffle=True, random_state=self.seed).split(X))
+        rows = np.arange(len(X))
+        if len(X) > self.max_cv_rows:
+            rows = np.sort(np.random.default_rng(self.seed).choice(len(X), self.max_cv_rows, replace=False))
+        splits = [(rows[train], rows[test])
+                  for train, test in KFold(self.folds, shuffle=True, random_state=self.seed).split(rows)]
         self.cv_kendall_tau = {name: _cv_kendall_tau(lambda n=name: self._create(n), X, y, splits)
                                for name in self.candidates}
         self.chosen = max(self.candidates, key=self.cv_kendall_tau.__getitem__)

@@ -210,7 +210,7 @@ class GPPredictor(Predictor):
     standardised inputs and targets. Prediction is the posterior mean.
 
     The cost is bounded: the kernel's hyperparameters are fitted on at most ``max_opt_rows`` rows
-    (a random subset) with at most ``max_iter`` L-BFGS steps; the posterior then conditions on every
+    (a random subset) with at most ``max_iter`` L-BFGS steps (and as many evaluations of the likelihood); the posterior then conditions on every
     row with those hyperparameters fixed (one Cholesky factorisation). Exact GP regression with
     hyperparameters fitted on a subset, not a sparse approximation of the posterior."""
 
@@ -231,7 +231,7 @@ class GPPredictor(Predictor):
 
     def _optimizer(self, objective, initial_theta, bounds):
         result = scipy.optimize.minimize(objective, initial_theta, method="L-BFGS-B", jac=True, bounds=bounds,
-                                         options={"maxiter": self.max_iter})
+                                         options={"maxiter": self.max_iter, "maxfun": self.max_iter})
         return result.x, result.fun
 
     def _fit(self, X, y):

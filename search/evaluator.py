@@ -23,6 +23,8 @@ from hw_profiles.table import canonical_arch
 from predictors import create_predictor
 from supernet.evaluate import accuracy
 
+from .features import objective_features
+
 
 class SupernetEvaluator:
     """``evaluator(archs) -> {"accuracy", "latency_ms", "latency_source", "profile"}`` for a search."""
@@ -66,7 +68,8 @@ class SupernetEvaluator:
         found = by_key.get(canonical_arch(self.net.space.canonical(arch)))
         if found is not None:
             return found, "table"
-        return float(predictor.predict(self.net.space.features(arch)[None])[0]), "table-predicted"
+        X = objective_features(self.net.space, [arch], "latency_ms", self.profile)
+        return float(predictor.predict(X)[0]), "table-predicted"
 
     @cached_property
     def _table(self):
@@ -74,5 +77,6 @@ class SupernetEvaluator:
         archs, latencies = self.profile.table_rows()
         space = self.net.space
         by_key = {canonical_arch(space.canonical(a)): ms for a, ms in zip(archs, latencies, strict=True)}
-        X = np.stack([space.features(a) for a in archs])
-        return by_key, create_predictor("xgboost", seed=self.seed).fit(X, np.asarray(latencies))
+        # structural latency features (+ the profile's roofline, if it has one), median-like fit
+        X = objective_features(space, archs, "latency_ms", self.profile)
+        return by_key, create_predictor("xgboost", seed=self.seed, loss="relative").fit(X, np.asarray(latencies))

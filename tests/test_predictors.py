@@ -413,3 +413,24 @@ def test_objective_features_add_the_profiles_roofline_for_latency_only():
     assert objective_features(space, archs, "latency_ms").shape[1] == len(names) - 1  # no profile: no roofline
     np.testing.assert_array_equal(objective_features(space, archs, "accuracy", jetson),
                                   np.stack([space.features(a) for a in archs]))
+
+
+def test_auto_cross_validates_on_at_most_max_cv_rows_then_fits_all():
+    from predictors import base
+
+    seen = []
+
+    @base.register_predictor("zz_rows_seen")
+    class RowsSeen(RidgePredictor):
+        def _fit(self, X, y):
+            seen.append(len(X))
+            super()._fit(X, y)
+
+    try:
+        X, y, _, _ = nas_like_data("latency")
+        create_predictor("auto", candidates=["zz_rows_seen"], max_cv_rows=60).fit(X, y)
+    finally:
+        del base._PREDICTORS["zz_rows_seen"]
+    assert seen == [40, 40, 40, len(X)]  # 3 folds of 60 rows, then all 300
+    with pytest.raises(PredictorError, match="max_cv_rows must be an integer >= 2 x folds"):
+        create_predictor("auto", max_cv_rows=3)
