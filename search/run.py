@@ -36,12 +36,30 @@ USER_ERRORS = (CheckpointError, ConfigError, DataError, PredictorError, ProfileE
 log = logging.getLogger("search")
 
 
-def newest_supernet(train_dir: str | Path) -> Path:
+def default_supernet(train_dir: str | Path) -> Path:
+    """The newest ``train_dir/*/supernet.pt``, when all of them are supernets of one model; a guess
+    between different models is refused, naming them."""
     found = sorted(Path(train_dir).glob("*/supernet.pt"), key=lambda p: p.stat().st_mtime)
     if not found:
         raise SearchConfigError(f"no trained supernet in {str(train_dir)!r} (*/supernet.pt); train one with "
                                 "`python -m supernet.train +model=vit` or pass supernet=PATH")
+    models: dict[str, list[Path]] = {}
+    for path in found:
+        try:  # mmap: only the model config is read, not the weights
+            model = torch.load(path, map_location="cpu", weights_only=True, mmap=True).get("model")
+        except Exception:  # noqa: BLE001 - unreadable here; load_supernet names the problem if it is chosen
+            model = None
+        models.setdefault(json.dumps(model, sort_keys=True, default=str), []).append(path)
+    if len(models) > 1:
+        listed = "; ".join(f"{', '.join(str(p) for p in paths)} ({_model_name(key)})" for key, paths in models.items())
+        raise SearchConfigError(f"{len(found)} supernets of {len(models)} different models in {str(train_dir)!r}: "
+                                f"{listed}; choose one with supernet=PATH")
     return found[-1]
+
+
+def _model_name(model_json: str) -> str:
+    model = json.loads(model_json)
+    return "unreadable" if not isinstance(model, dict) else str(model.get("name", "?"))
 
 
 def search_dir(cfg, hw: str, settings: dict) -> Path:
@@ -79,7 +97,7 @@ def run(cfg) -> Path:
     profile = load_profile(options["hw"])
     if profile.kind == "measured" and profile.table is None:
         profile.check_available()
-    supernet_path = Path(cfg.supernet) if cfg.supernet else newest_supernet(cfg.train_dir)
+    supernet_path = Path(cfg.supernet) if cfg.supernet else default_supernet(cfg.train_dir)
     print(f"supernet: {supernet_path}")
     net = load_supernet(supernet_path)
     device = torch.device("cuda" if cfg.device == "auto" and torch.cuda.is_available() else

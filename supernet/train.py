@@ -243,6 +243,21 @@ def changed_settings(saved: dict, current: dict, prefix: str = "") -> list[str]:
     return changed
 
 
+def default_run_name(cfg) -> str:
+    """``<model config>-<data>`` (``vit_tiny-digits``): the config file chosen with ``+model=``, which
+    hydra records, else the model family's name (a config composed without hydra's runtime)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    choice = HydraConfig.get().runtime.choices.get("model") if HydraConfig.initialized() else None
+    return f"{choice or cfg.model.name}-{cfg.data.name}"
+
+
+def _differences(saved: dict, current: dict) -> str:
+    changed = [f"{key}: {saved.get(key)!r} -> {current.get(key)!r}" for key in sorted(set(saved) | set(current))
+               if saved.get(key) != current.get(key)]
+    return "; ".join(changed[:3]) + (" ..." if len(changed) > 3 else "")
+
+
 def known_models() -> list[str]:
     return sorted(p.stem for p in (CONF_DIR / "model").glob("*.yaml"))
 
@@ -305,19 +320,21 @@ def run(cfg) -> dict:
     optimizer = torch.optim.AdamW(param_groups(net, cfg.weight_decay), lr=schedule.phases[0].lr,
                                   betas=tuple(cfg.betas))
 
-    run_dir = Path(cfg.out_dir) / cfg.run_name
+    run_dir = Path(cfg.out_dir) / (cfg.run_name or default_run_name(cfg))
     ckpt_path = run_dir / "supernet.pt"
     state = TrainState()
     resume_from = {"auto": ckpt_path if ckpt_path.exists() else None, "never": None}.get(cfg.resume, cfg.resume)
     if resume_from is not None:
         ckpt = load_checkpoint(resume_from, SUPERNET_FORMAT)
         if ckpt["model"] != net.config:
-            raise CheckpointError(f"{str(resume_from)!r} holds a supernet of another config ({ckpt['model']}); "
-                                  "choose another run_name or resume=never")
+            raise CheckpointError(f"{str(resume_from)!r} holds a supernet of another model config "
+                                  f"({ckpt['model'].get('name')!r}, {_differences(ckpt['model'], net.config)}); "
+                                  f"train in another directory with run_name=NAME (resume=never would overwrite it)")
         changed = changed_settings(ckpt.get("config", {}), cfg_container)
         if changed:
             raise CheckpointError(f"{str(resume_from)!r} was trained with other settings ({'; '.join(changed)}): "
-                                  "resuming would mix two runs; choose another run_name or resume=never")
+                                  "resuming would mix two runs; train in another directory with run_name=NAME, "
+                                  "or overwrite this run with resume=never")
         net.load_state_dict(ckpt["state_dict"])
         optimizer.load_state_dict(ckpt["train_state"]["optimizer"])
         ts = ckpt["train_state"]
@@ -331,6 +348,14 @@ def run(cfg) -> dict:
                 print(f"{ckpt_path} is already trained ({schedule.total_epochs} epochs); final test accuracy:")
                 print_table(ckpt["metrics"]["final"]["subnets"])
             return ckpt["metrics"]["final"]
+
+    def phase_sampler(index: int):  # its buckets cover the phase's MACs range
+        return create_sampler(cfg.sampling, space, schedule.unlocked(index), seed=cfg.seed, **(
+            {} if cfg.sampling == "uniform" else dict(cfg.sampler)))
+
+    # built before anything is written: a bad sampler option leaves no run directory behind
+    sampler_phase = schedule.phase_index(min(state.epoch, schedule.total_epochs - 1))
+    sampler = phase_sampler(sampler_phase)
 
     writer = None
     if dist.main:
@@ -347,17 +372,14 @@ def run(cfg) -> dict:
             save_checkpoint(checkpoint_dict(net, optimizer, schedule, state, sampler, cfg_container, final), ckpt_path)
 
     stop = StopRequested()
-    sampler, sampler_phase = None, None
     net.train()
     for epoch in range(state.epoch, schedule.total_epochs):
         phase_index = schedule.phase_index(epoch)
         phase, unlocked = schedule.phases[phase_index], schedule.unlocked(phase_index)
         if epoch == schedule.first_epoch(phase_index) and state.step_in_epoch == 0:
             sort_channels_for(net, optimizer, phase, schedule.unlocked(phase_index - 1) if phase_index else ())
-        if sampler_phase != phase_index:  # the sampler's buckets cover the phase's MACs range
-            sampler = create_sampler(cfg.sampling, space, unlocked, seed=cfg.seed, **(
-                {} if cfg.sampling == "uniform" else dict(cfg.sampler)))
-            sampler_phase = phase_index
+        if sampler_phase != phase_index:
+            sampler, sampler_phase = phase_sampler(phase_index), phase_index
         epoch_sampler.set_epoch(epoch, state.step_in_epoch)
         sums = {"loss": 0.0, "kd": 0.0, "count": 0, **state.epoch_sums}  # resumed: the steps done before
         seen, start = 0, time.perf_counter()

@@ -291,11 +291,28 @@ def test_bad_input_is_one_line_and_leaves_no_result(supernet_path, tmp_path, ove
 
 
 def test_cli_error_is_one_line_without_traceback(supernet_path, tmp_path):
-    proc = run_cli(search_cmd(supernet_path, tmp_path, "hw=jetson", "algorithm=nsga9"))
+    proc = run_cli(search_cmd(supernet_path, tmp_path / "out", "hw=jetson", "algorithm=nsga9"))
     assert proc.returncode != 0 and "Traceback" not in proc.stderr
     assert proc.stderr.strip().splitlines()[-1] == ("error: unknown algorithm 'nsga9'; algorithms: nsga2, agemoea, "
                                                     "unsga3, ctaea, random")
-    assert not list(tmp_path.rglob("*.csv"))
+    assert not (tmp_path / "out").exists()  # not even an empty directory
+
+
+def test_without_supernet_the_search_refuses_to_guess_between_models(supernet_path, tmp_path):
+    from search.run import default_supernet
+
+    train_dir = tmp_path / "train"
+    for name in ("vit-digits", "vit_tiny-digits"):
+        (train_dir / name).mkdir(parents=True)
+        (train_dir / name / "supernet.pt").write_bytes(supernet_path.read_bytes())
+    assert default_supernet(train_dir) == train_dir / "vit_tiny-digits" / "supernet.pt"  # same model: the newest
+    other = torch.load(supernet_path, weights_only=True)
+    other["model"] = {**other["model"], "depth": [1, 2]}
+    torch.save(other, train_dir / "vit_tiny-digits" / "supernet.pt")
+    with pytest.raises(SearchConfigError, match="2 supernets of 2 different models") as caught:
+        default_supernet(train_dir)
+    assert "vit-digits/supernet.pt" in str(caught.value) and "vit_tiny-digits/supernet.pt" in str(caught.value)
+    assert "supernet=PATH" in str(caught.value)
 
 
 def test_a_file_that_is_not_a_supernet_is_refused(tmp_path):

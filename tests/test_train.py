@@ -195,11 +195,26 @@ def test_cli_without_model_lists_the_models():
 
 
 def test_cli_rejects_a_bad_option_in_one_line(tmp_path):
-    proc = subprocess.run(train_cmd(tmp_path, "sampling=fancy"), capture_output=True, text=True, cwd=ROOT,
+    proc = subprocess.run(train_cmd(tmp_path / "out", "sampling=fancy"), capture_output=True, text=True, cwd=ROOT,
                           env=env(), timeout=300)
     assert proc.returncode != 0 and "Traceback" not in proc.stderr
     assert proc.stderr.strip().splitlines()[-1] == ("error: sampling='fancy' is not a sampler; "
                                                     "choose one of uniform, complexity")
+    assert not (tmp_path / "out").exists()  # not even an empty run directory
+
+
+def test_the_default_run_directory_names_the_model_config():
+    from hydra import compose, initialize_config_dir
+    from hydra.core.hydra_config import HydraConfig
+
+    from supernet.train import default_run_name
+
+    for model, expected in (("vit", "vit-digits"), ("vit_tiny", "vit_tiny-digits"),
+                            ("mobilenetv3_w10", "mobilenetv3_w10-digits")):
+        with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+            cfg = compose(config_name="train", overrides=[f"+model={model}"], return_hydra_config=True)
+        HydraConfig.instance().set_config(cfg)  # as hydra.main does
+        assert cfg.run_name is None and default_run_name(cfg) == expected
 
 
 def test_interrupted_and_resumed_run_ends_with_the_same_weights(tmp_path):
