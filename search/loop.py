@@ -47,7 +47,7 @@ log = logging.getLogger(__name__)
 ANALYTIC = ("macs", "params", "model_size_bytes")  # exact from the space, always computed
 # The library's defaults, the same as conf/search.yaml's (a test checks it); none depends on the budget.
 DEFAULTS = {"init": 20, "per_iteration": 10, "generations": 40, "population": 100, "algorithm": "nsga2",
-            "predictor": "xgboost", "select": "hvi", "score_sample": 20, "refine": 0}
+            "predictor": "xgboost", "select": "hvi", "score_sample": 10, "refine": 0}
 TOP_UP_FACTOR = 4  # random archs added to a short candidate pool: k x this, so that enough are feasible
 
 
@@ -94,8 +94,8 @@ def run_search(space, evaluate: Callable[[list[dict]], Mapping[str, Sequence]],
     ``initial``: archs evaluated first (before the largest, the smallest and random ones, ``init`` in
     all with them); ``predictor_options``: keyword arguments of ``create_predictor``; ``select``:
     ``hvi`` (greedy predicted hypervolume improvement over the real front) or ``spread`` (the
-    predicted front, spread along the first objective); ``score_sample``: that many of the initial
-    random archs are held out of a second fit per iteration that scores the predictors on them
+    predicted front, spread along the first objective); ``score_sample``: that many (at most half)
+    of the initial random archs are held out of a second fit per iteration that scores the predictors on them
     (``search_log.csv``: ``<name>_sample_kendall_tau``, ``<name>_sample_mape``), 0 to skip;
     ``refine``: that many one-gene neighbours of the algorithm's final population join the
     candidate pool (a local search on the predictors);
@@ -125,7 +125,8 @@ def run_search(space, evaluate: Callable[[list[dict]], Mapping[str, Sequence]],
     search.evaluate_real(first, iteration=0)
     search.set_reference()
     known = {space.key(a) for a in initial} | {space.key(space.largest()), space.key(space.smallest())}
-    search.sample_keys = [space.key(a) for a in first if space.key(a) not in known][:score_sample]
+    randoms = [space.key(a) for a in first if space.key(a) not in known]
+    search.sample_keys = randoms[:min(score_sample, len(randoms) // 2)]  # at most half: the rest fit
     iteration = 0
     while len(search.rows) < budget:
         iteration += 1
