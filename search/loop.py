@@ -107,9 +107,13 @@ def run_search(space, evaluate: Callable[[list[dict]], Mapping[str, Sequence]],
     if select not in SELECTIONS:
         raise SearchConfigError(f"unknown select {select!r}; allowed: {', '.join(SELECTIONS)}")
     for name, value, low in (("init", init, 2), ("per_iteration", per_iteration, 1), ("budget", budget, 1),
-                             ("score_sample", score_sample, 0), ("refine", refine, 0)):
+                             ("score_sample", score_sample, 0), ("refine", refine, 0),
+                             ("generations", generations, 1), ("population", population, 2)):
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
             raise SearchConfigError(f"{name}={value!r}: allowed: an integer >= {low}")
+    if budget > space.cardinality():
+        raise SearchConfigError(f"budget={budget} is more real evaluations than the space has subnets "
+                                f"({space.cardinality()}); allowed: at most {space.cardinality()}")
     initial = [space.validate(arch) for arch in (initial or [])]
     init = min(init, budget)
     exact = exact_quantities(space, exact)

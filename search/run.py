@@ -109,8 +109,9 @@ def run(cfg) -> Path:
     data = build_data(data_cfg.pop("name"), **data_cfg)
     if cfg.split not in ("val", "test"):
         raise SearchConfigError(f"split={cfg.split!r}; allowed: val, test")
-    loader = DataLoader(getattr(data, cfg.split), batch_size=cfg.eval_batch_size)
-    calib = calibration_loader(data, cfg.bn_calib_images, cfg.eval_batch_size, cfg.seed)
+    workers = dict(num_workers=cfg.num_workers, persistent_workers=cfg.num_workers > 0)
+    loader = DataLoader(getattr(data, cfg.split), batch_size=cfg.eval_batch_size, **workers)
+    calib = calibration_loader(data, cfg.bn_calib_images, cfg.eval_batch_size, cfg.seed, cfg.num_workers)
     evaluator = SupernetEvaluator(net, profile, loader, calib, device, seed=cfg.seed)
     check_reachable(net.space, constraints, exact_quantities(net.space, evaluator.exact()))
 
@@ -120,14 +121,23 @@ def run(cfg) -> Path:
                     "split", "seed")}}
     out = search_dir(cfg, profile.name, settings)
     resumed = out.exists()
+    created = [p for p in (out, *out.parents) if not p.exists()]  # deepest first
     out.mkdir(parents=True, exist_ok=True)
     save_json({"settings": settings, "finished": False}, out / "search_state.json")
     print(f"{'continuing' if resumed else 'search'} in {out}: {cfg.budget} real evaluations on {profile.name} "
           f"(latency {profile.kind}), {cfg.algorithm} on {cfg.predictor} predictors")
-    result = run_search(net.space, evaluator, objectives, budget=cfg.budget, init=cfg.init,
-                        per_iteration=cfg.per_iteration, generations=cfg.generations, population=cfg.population,
-                        algorithm=cfg.algorithm, predictor=cfg.predictor, constraints=constraints,
-                        exact=evaluator.exact(), seed=cfg.seed, out_dir=out)
+    try:
+        result = run_search(net.space, evaluator, objectives, budget=cfg.budget, init=cfg.init,
+                            per_iteration=cfg.per_iteration, generations=cfg.generations, population=cfg.population,
+                            algorithm=cfg.algorithm, predictor=cfg.predictor, constraints=constraints,
+                            exact=evaluator.exact(), seed=cfg.seed, out_dir=out)
+    except USER_ERRORS:  # an option the loop refused before any evaluation: leave no unfinished search behind
+        if created and not (out / "evaluations.csv").exists():
+            (out / "search_state.json").unlink(missing_ok=True)
+            for path in created:
+                if path.is_dir() and not any(path.iterdir()):
+                    path.rmdir()
+        raise
 
     if not result.pareto and constraints:
         warn_unmet(result.evaluations, constraints, objectives)
@@ -149,14 +159,14 @@ def export_front(net, pareto, objectives, out, data, calib, device, cfg, superne
         return
     F = np.stack([minimised(name, [row[name] for row in pareto]) for name in objectives], axis=1)
     chosen = [pareto[i] for i in pick_spread(F, cfg.export.max_subnets)]
-    test_loader = DataLoader(data.test, batch_size=cfg.eval_batch_size)
+    test_loader = DataLoader(data.test, batch_size=cfg.eval_batch_size, num_workers=cfg.num_workers)
     for row in tqdm(chosen, desc="exporting subnets"):
         metrics = {key: row[key] for key in ("accuracy", "macs", "params", "latency_ms", "latency_source", "profile")
                    if key in row}
         metrics["accuracy_split"] = cfg.split
         metrics["test_accuracy"] = accuracy(net, row["arch"], test_loader, device, calib)
         save_subnet(net, row["arch"], out / "subnets" / f"{row['id']:04d}", metrics=metrics,
-                    supernet_path=str(supernet_path), onnx=cfg.export.onnx)
+                    supernet_path=str(supernet_path), onnx=cfg.export.onnx, preprocessing=data.preprocessing)
 
 
 def warn_unmet(rows, constraints, objectives) -> None:

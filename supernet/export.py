@@ -149,8 +149,9 @@ def uint8_qdq(model: onnx.ModelProto) -> onnx.ModelProto:
 
 
 def save_subnet(net: nn.Module, arch: dict, out_dir: str | os.PathLike, *, metrics: dict | None = None,
-                supernet_path: str | None = None, onnx: bool = True) -> Path:
-    """Exports ``arch`` from the supernet ``net`` into ``out_dir`` (replaced if it exists)."""
+                supernet_path: str | None = None, onnx: bool = True, preprocessing: dict | None = None) -> Path:
+    """Exports ``arch`` from the supernet ``net`` into ``out_dir`` (replaced if it exists);
+    ``preprocessing`` (``Data.preprocessing``) goes into arch.json's ``input`` beside its shape."""
     out_dir = Path(out_dir)
     arch = net.space.validate(arch)
     static = net.export(arch)
@@ -163,7 +164,9 @@ def save_subnet(net: nn.Module, arch: dict, out_dir: str | os.PathLike, *, metri
         _write_pt2(static, x, tmp / "model.pt2")
         if onnx:
             _write_onnx(static, x, tmp / "model.onnx")
+        res = arch["resolution"]
         save_json({"model": net.config["name"], "arch": arch, "metrics": metrics or {},
+                   "input": {"shape": [1, net.in_chans, res, res], **(preprocessing or {})},
                    "supernet": None if supernet_path is None else str(supernet_path),
                    "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")},
                   tmp / "arch.json")
@@ -237,12 +240,14 @@ def main(argv: list[str] | None = None) -> None:
     except (ArchError, CheckpointError) as err:
         sys.exit(f"error: {err}")
     data_cfg = dict(net.train_config["data"])
-    test = DataLoader(build_data(data_cfg.pop("name"), **data_cfg).test, batch_size=256)
+    data = build_data(data_cfg.pop("name"), **data_cfg)
+    test = DataLoader(data.test, batch_size=256)
     out = Path(args.out) if args.out else Path(args.supernet).parent / "subnets"
     print(f"{'subnet':10} {'MACs':>10} {'params':>9} {'test acc':>9}  folder")
     for name, arch in archs:
         metrics = {"accuracy": accuracy(net, arch, test), "macs": space.macs(arch), "params": space.params(arch)}
-        folder = save_subnet(net, arch, out / name, metrics=metrics, supernet_path=args.supernet)
+        folder = save_subnet(net, arch, out / name, metrics=metrics, supernet_path=args.supernet,
+                             preprocessing=data.preprocessing)
         print(f"{name:10} {metrics['macs'] / 1e6:9.2f}M {metrics['params'] / 1e3:8.1f}K "
               f"{100 * metrics['accuracy']:8.2f}%  {folder}")
 

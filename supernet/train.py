@@ -226,7 +226,8 @@ def print_table(rows: list[dict]) -> None:
 
 # -- the run ---------------------------------------------------------------------------------------
 # Settings that may differ between a run and its resumption: where and how it runs, not what it trains.
-RESUMABLE_SETTINGS = frozenset({"resume", "out_dir", "run_name", "device", "num_workers", "eval_batch_size"})
+RESUMABLE_SETTINGS = frozenset({"resume", "out_dir", "run_name", "device", "num_workers", "threads",
+                                "eval_batch_size"})
 
 
 def changed_settings(saved: dict, current: dict, prefix: str = "") -> list[str]:
@@ -286,6 +287,8 @@ def run(cfg) -> dict:
     device_kind = "cuda" if cfg.device == "cuda" or (cfg.device == "auto" and torch.cuda.is_available()) else "cpu"
     dist = Dist.from_env(device_kind)
     device = pick_device(cfg.device, dist)
+    if cfg.threads is not None:
+        torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
     cfg_container = OmegaConf.to_container(cfg, resolve=True)
 
@@ -315,7 +318,7 @@ def run(cfg) -> dict:
         raise ConfigError(f"batch_size={bs} is larger than the {epoch_sampler.per_rank} training images per rank")
     val_loader = DataLoader(data.val, batch_size=cfg.eval_batch_size, num_workers=cfg.num_workers)
     test_loader = DataLoader(data.test, batch_size=cfg.eval_batch_size, num_workers=cfg.num_workers)
-    calib_loader = calibration_loader(data, cfg.bn_calib_images, cfg.eval_batch_size, cfg.seed)
+    calib_loader = calibration_loader(data, cfg.bn_calib_images, cfg.eval_batch_size, cfg.seed, cfg.num_workers)
     schedule = Schedule(schedule_cfg, steps_per_epoch, space.keys, cfg.min_lr_ratio)
     optimizer = torch.optim.AdamW(param_groups(net, cfg.weight_decay), lr=schedule.phases[0].lr,
                                   betas=tuple(cfg.betas))

@@ -14,6 +14,7 @@ from conftest import ROOT, model_config
 from pymoo.indicators.hv import HV
 
 from hw_profiles import ProfileError
+from predictors import PredictorError
 from search import ALGORITHMS, SearchConfigError, run_search
 from search.objectives import pareto_mask
 from supernet import create_supernet_from_config
@@ -164,10 +165,15 @@ def test_an_interrupted_search_resumes_without_repeating_a_real_evaluation(tmp_p
     ({"constraints": {"macs": -5}}, "constraint macs<=-5 is met by no subnet: the nearest, smallest, has macs=0"),
     ({"constraints": {"flops": 10}}, "unknown constraint 'flops'"),
     ({"objectives": ("accuracy",)}, "name two or more different objectives"),
+    ({"budget": 300_000}, r"budget=300000 is more real evaluations than the space has subnets \(262144\)"),
+    ({"population": 0}, "population=0: allowed: an integer >= 2"),
+    ({"generations": 0}, "generations=0: allowed: an integer >= 1"),
+    ({"budget": "abc"}, "budget='abc': allowed: an integer >= 1"),
+    ({"predictor": "xgb"}, "unknown predictor 'xgb'; known predictors: "),
 ])
 def test_bad_options_are_refused_before_any_evaluation(options, message):
     evaluator = ToyEvaluator()
-    with pytest.raises(SearchConfigError, match=message):
+    with pytest.raises((SearchConfigError, PredictorError), match=message):
         toy_search(evaluate=evaluator, **options)
     assert evaluator.seen == []
 
@@ -223,6 +229,8 @@ def test_cli_searches_per_profile_and_exports_the_front(supernet_path, tmp_path)
         assert meta["metrics"]["latency_source"] == "estimated" and meta["metrics"]["profile"] == hw
         assert json.dumps(meta["arch"], separators=(",", ":")) in fronts[hw]
         assert {"model.pt", "model.pt2"} <= {p.name for p in subnets[0].iterdir()}
+        res = meta["arch"]["resolution"]  # what a deployer feeds the model
+        assert meta["input"]["shape"] == [1, 1, res, res] and meta["input"]["pixel_scale"] == 1 / 16
         assert (out / "pareto.png").stat().st_size > 0
         assert json.loads((out / "search_state.json").read_text())["finished"] is True
     # the same subnet is slower on a Raspberry Pi 4 than on a Jetson, and the fronts differ
@@ -277,6 +285,10 @@ def compose(supernet, out, *overrides):
     (["supernet=/nonexistent/supernet.pt"], CheckpointError, "/nonexistent/supernet.pt"),
     (["hw.memory_gbps=fast"], ProfileError, "memory_gbps"),
     (["constraints.macs=10"], SearchConfigError, "constraint macs<=10 is met by no subnet: the nearest, "),
+    (["predictor=xgb"], PredictorError, "unknown predictor 'xgb'"),
+    (["population=0"], SearchConfigError, "population=0"),
+    (["budget=abc"], SearchConfigError, "budget='abc'"),
+    (["budget=2000000"], SearchConfigError, "budget=2000000 is more real evaluations than the space has subnets"),
     (["hw=local_gpu"] if not torch.cuda.is_available() else ["split=train"], ProfileError if not
      torch.cuda.is_available() else SearchConfigError, "CUDA" if not torch.cuda.is_available() else "split"),
 ])
