@@ -33,6 +33,7 @@ def _small_problem():
 
 
 LOSSES = ("squared", "relative")
+RELATIVE_FLOOR = 0.01  # ridge's relative loss: |error| / y below this is penalised as its square
 
 
 def check_loss(kind: str, loss: str) -> str:
@@ -141,7 +142,9 @@ class RidgePredictor(Predictor):
             self._solve(Z, y, weights)
             if self.loss == "relative":  # |r| / y = r^2 / (y^2 |r|): reweight by the last residuals
                 relative_error = np.abs(Z @ self._coef + self._intercept - y) / y
-                weights = 1.0 / (y**2 * np.maximum(relative_error, 1e-4))
+                # errors under 1% count as squared (Huber-like): rows fitted exactly would otherwise
+                # get weights so large that the ridge penalty vanishes and the fit chases noise
+                weights = 1.0 / (y**2 * np.maximum(relative_error, RELATIVE_FLOOR))
 
     def _solve(self, Z, y, weights):
         """Weighted ridge: minimises sum(w (Z c + b - y)^2) + alpha |c|^2 (the intercept b is free)."""
@@ -210,9 +213,10 @@ class GPPredictor(Predictor):
     standardised inputs and targets. Prediction is the posterior mean.
 
     The cost is bounded: the kernel's hyperparameters are fitted on at most ``max_opt_rows`` rows
-    (a random subset) with at most ``max_iter`` L-BFGS steps (and as many evaluations of the likelihood); the posterior then conditions on every
-    row with those hyperparameters fixed (one Cholesky factorisation). Exact GP regression with
-    hyperparameters fitted on a subset, not a sparse approximation of the posterior."""
+    (a random subset) with at most ``max_iter`` L-BFGS steps and as many likelihood evaluations;
+    the posterior then conditions on every row with those hyperparameters fixed (one Cholesky
+    factorisation). Exact GP regression with hyperparameters fitted on a subset, not a sparse
+    approximation of the posterior."""
 
     def __init__(self, n_restarts: int = 0, seed: int = 0, max_opt_rows: int = 200, max_iter: int = 50):
         super().__init__()

@@ -21,7 +21,7 @@ FEATURE_SETS = ("accuracy", "latency")
 # nothing from there, a test keeps the two equal).
 LATENCY_OPS = ("conv", "dwconv", "linear", "matmul", "norm", "act", "add", "pool", "embed")
 LATENCY_FEATURE_NAMES = ("layers", *(f"{stat}.{op}" for op in LATENCY_OPS for stat in ("layers", "macs", "act_bytes")),
-                         "macs", "params", "weight_bytes", "act_bytes")
+                         "layers.quantized", "macs", "params", "weight_bytes", "act_bytes")
 _OP_COLUMN = {op: 1 + 3 * i for i, op in enumerate(LATENCY_OPS)}
 
 
@@ -29,7 +29,9 @@ def latency_features(layer_costs: Sequence[dict]) -> np.ndarray:
     """``space.features(arch, "latency")`` from the arch's cost records (``LATENCY_FEATURE_NAMES``).
 
     At batch 1 on a GPU, kernel launches rather than arithmetic set the time, so layer counts per op
-    kind come first; MACs and bytes per op kind let a model tell compute- from memory-bound work."""
+    kind come first; MACs and bytes per op kind let a model tell compute- from memory-bound work.
+    ``layers.quantized`` counts the layers below 32 bits: fake-quantized layers run extra
+    (de)quantize kernels, so fewer bytes need not mean less time."""
     out = np.zeros(len(LATENCY_FEATURE_NAMES))
     out[0] = len(layer_costs)
     for layer in layer_costs:
@@ -37,7 +39,7 @@ def latency_features(layer_costs: Sequence[dict]) -> np.ndarray:
         if column is None:
             raise ValueError(f"layer {layer['name']!r}: op kind {layer['op']!r} is not one of {', '.join(LATENCY_OPS)}")
         out[column:column + 3] += (1, layer["macs"], layer["act_bytes"])
-        out[-4:] += (layer["macs"], layer["params"], layer["weight_bytes"], layer["act_bytes"])
+        out[-5:] += (layer["bits"] < 32, layer["macs"], layer["params"], layer["weight_bytes"], layer["act_bytes"])
     return out
 
 

@@ -353,7 +353,8 @@ def _module_counts(model) -> dict[str, int]:
             "linear": sum(isinstance(m, nn.Linear) for m in modules),
             "norm": sum(isinstance(m, nn.LayerNorm) for m in modules),
             "matmul": sum(type(m).__name__ == "Attention" for m in modules),
-            "se": sum(type(m).__name__ == "SqueezeExcite" for m in modules)}
+            "se": sum(type(m).__name__ == "SqueezeExcite" for m in modules),
+            "quantized": sum(type(m).__name__.startswith("Quant") and m.bits < 32 for m in modules)}
 
 
 @pytest.mark.parametrize("config", ["mobilenetv3", "resnet", "vit"])
@@ -364,9 +365,11 @@ def test_latency_layer_counts_equal_the_exported_modules(config):
     space = net.space
     names = space.feature_names("latency")
     rng = np.random.default_rng(0)
-    for arch in (space.smallest(), space.largest(), space.sample(rng), space.sample(rng)):
+    low_bits = {**space.sample(rng), "bits": [min(space.choices()["bits"]), 32] * (len(space.largest()["bits"]) // 2)}
+    for arch in (space.smallest(), space.largest(), space.sample(rng), space.sample(rng), low_bits):
         features = dict(zip(names, space.features(arch, "latency"), strict=True))
         counts = _module_counts(net.export(arch))
+        assert features["layers.quantized"] == counts["quantized"], config
         for op in ("dwconv", "linear", "matmul"):
             assert features[f"layers.{op}"] == counts[op], (config, op)
         if config == "vit":
