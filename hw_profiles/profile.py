@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import numpy as np
-import onnxruntime
 import torch
 import yaml
 from torch import nn
@@ -203,12 +202,18 @@ class HardwareProfile:
                 "available here (torch.cuda.is_available() is False); use local_cpu"
             )
         if self.backend == "onnxruntime" and (
-            "CUDAExecutionProvider" not in onnxruntime.get_available_providers()
+            "CUDAExecutionProvider" not in _onnxruntime().get_available_providers()
         ):
             raise ProfileError(
                 f"profile {self.name!r} ({self.origin}) times on CUDA, but no CUDA device is "
                 "available to onnxruntime (no CUDAExecutionProvider; it needs onnxruntime-gpu)"
             )
+
+
+def _onnxruntime():
+    import onnxruntime  # only for the onnxruntime backend: a device that times with torch need not install it
+
+    return onnxruntime
 
 
 def known_profiles() -> list[str]:

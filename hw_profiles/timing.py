@@ -20,7 +20,6 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
-import onnxruntime
 import torch
 from torch import nn
 
@@ -91,6 +90,8 @@ def _torch_runner(model: nn.Module, shape: tuple[int, ...], device: torch.device
 
 
 def _onnxruntime_runner(model: nn.Module, shape: tuple[int, ...], device: str, threads: int) -> Callable[[], None]:
+    import onnxruntime  # only for this backend: a device that times with torch need not install it
+
     cpu_model = _on_device(model, torch.device("cpu"))
     batch = torch.randn(shape)
     with tempfile.TemporaryDirectory(prefix="ofa-nas-onnx-") as folder:

@@ -6,8 +6,16 @@
 
 ``python -m search.run hw=jetson`` is the command line over it (``search/run.py``).
 """
-from .loop import SearchResult, run_search
-from .objectives import DIRECTIONS, SearchConfigError
-from .problem import ALGORITHMS
+import importlib
 
-__all__ = ["ALGORITHMS", "DIRECTIONS", "SearchConfigError", "SearchResult", "run_search"]
+# Imported on first use, so that ``python -m search.measure`` on a device (a Jetson, a Raspberry Pi)
+# loads neither pymoo nor the predictors' libraries, which it does not need.
+_EXPORTS = {"run_search": "loop", "SearchResult": "loop", "DIRECTIONS": "objectives",
+            "SearchConfigError": "objectives", "ALGORITHMS": "problem"}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'search' has no attribute {name!r}")
+    return getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)

@@ -1,6 +1,7 @@
 """search.measure: a device table made on this machine, read back through a profile's `table:`."""
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from types import SimpleNamespace
@@ -93,3 +94,15 @@ def test_default_chunk_keeps_about_a_gibibyte_of_weights_in_memory():
     assert default_chunk(space_of(10_000)) == 100  # small subnets: many at once, capped
     assert default_chunk(space_of(86_000_000)) == 3  # ViT-B: 344 MB each
     assert default_chunk(space_of(2**30)) == 1  # never zero
+
+
+def test_the_device_command_loads_only_what_a_device_install_has():
+    # on a Jetson or a Raspberry Pi: torch (the device's own build), timm, numpy, pyyaml, tqdm
+    code = ("import sys, search.measure; print(' '.join(sorted({m.split('.')[0] for m in sys.modules})))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=300,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert proc.returncode == 0, proc.stderr
+    loaded = set(proc.stdout.split())
+    search_only = {"pymoo", "xgboost", "sklearn", "scipy", "pandas", "onnxruntime", "onnx", "onnxscript", "fvcore",
+                   "hydra", "omegaconf", "matplotlib", "tensorboard", "numba", "mlxtend"}
+    assert not loaded & search_only, sorted(loaded & search_only)
