@@ -516,8 +516,10 @@ class _Search:
             write_rows(self.out_dir / "pareto.csv", result.pareto, columns_of(self.rows))
             y = "accuracy" if "accuracy" in self.objectives else self.objectives[1]
             x = next(name for name in self.objectives if name != y)
-            plot_pareto(self.out_dir / "pareto.png", self.rows, result.pareto, x, y,
-                        title=f"{len(self.rows)} real evaluations, {len(result.pareto)} on the front")
+            bounds = ", ".join(f"{n} {'<=' if DIRECTIONS[n] > 0 else '>='} {b:g}" for n, b in self.constraints.items())
+            plot_pareto(self.out_dir / "pareto.png", self.rows, result.pareto, x, y, constraints=self.constraints,
+                        title=f"{len(self.rows)} real evaluations, {len(result.pareto)} on the front"
+                              + (f" ({bounds})" if bounds else ""))
         return result
 
 

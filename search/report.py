@@ -72,9 +72,10 @@ def format_table(rows: Sequence[dict], columns: Sequence[str]) -> str:
 
 
 def plot_pareto(path: str | Path, evaluations: Sequence[dict], pareto: Sequence[dict], x: str, y: str,
-                title: str = "") -> Path:
+                title: str = "", constraints: dict[str, float] | None = None) -> Path:
     """``y`` against ``x`` for every real evaluation; the true front highlighted, the front known
-    after each earlier iteration faded behind it."""
+    after each earlier iteration faded behind it; with ``constraints``, the evaluations that break
+    one marked apart and the bounds on ``x`` and ``y`` drawn."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -84,8 +85,24 @@ def plot_pareto(path: str | Path, evaluations: Sequence[dict], pareto: Sequence[
         F = np.stack([minimised(x, [r[x] for r in rows]), minimised(y, [r[y] for r in rows])], axis=1)
         return sorted((r for r, keep in zip(rows, pareto_mask(F), strict=True) if keep), key=lambda r: r[x])
 
+    constraints = dict(constraints or {})
+
+    def feasible(r):
+        return all(DIRECTIONS[n] * (r[n] - bound) <= 0 for n, bound in constraints.items())
+
     fig, ax = plt.subplots(figsize=(6.4, 4.8), dpi=120)
-    ax.scatter([r[x] for r in evaluations], [r[y] for r in evaluations], s=12, c="0.7", label="real evaluations")
+    inside = [r for r in evaluations if feasible(r)]
+    outside = [r for r in evaluations if not feasible(r)]
+    ax.scatter([r[x] for r in inside], [r[y] for r in inside], s=12, c="0.7", label="real evaluations")
+    if outside:
+        ax.scatter([r[x] for r in outside], [r[y] for r in outside], s=14, c="0.55", marker="x", lw=0.8,
+                   label=f"breaking a constraint ({len(outside)})")
+    for name, bound in constraints.items():
+        text = f"{name} {'<=' if DIRECTIONS[name] > 0 else '>='} {bound:g}"
+        if name == x:
+            ax.axvline(bound, c="tab:green", ls="--", lw=1, label=text)
+        elif name == y:
+            ax.axhline(bound, c="tab:green", ls="--", lw=1, label=text)
     iterations = sorted({r["iteration"] for r in evaluations})
     for i, it in enumerate(iterations[:-1]):
         earlier = [r for r in evaluations if r["iteration"] <= it]

@@ -350,3 +350,18 @@ def test_unknown_profile_is_named(supernet_path, tmp_path):
     proc = run_cli(search_cmd(supernet_path, tmp_path, "hw=jetson_nano_9000"))
     assert proc.returncode != 0 and "Traceback" not in proc.stderr
     assert "jetson_nano_9000" in proc.stderr and "jetson_agx" in proc.stderr
+
+
+def test_pareto_png_shows_the_constraint_and_the_evaluations_that_break_it(tmp_path, monkeypatch):
+    import matplotlib.figure
+
+    drawn = []
+    real_savefig = matplotlib.figure.Figure.savefig
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig",
+                        lambda fig, *args, **kwargs: (drawn.append(fig), real_savefig(fig, *args, **kwargs)))
+    result = toy_search(constraints={"latency_ms": 25}, budget=30, out_dir=tmp_path)
+    (ax,) = drawn[-1].axes
+    labels = [text.get_text() for text in ax.get_legend().get_texts()]
+    broken = sum(r["latency_ms"] > 25 for r in result.evaluations)
+    assert broken > 0 and f"breaking a constraint ({broken})" in labels
+    assert "latency_ms <= 25" in labels and "latency_ms <= 25" in ax.get_title()
