@@ -95,6 +95,10 @@ def load_supernet(path: str | os.PathLike):
     from .models import create_supernet_from_config
 
     ckpt = load_checkpoint(path, SUPERNET_FORMAT)
+    broken = [name for name, t in ckpt["state_dict"].items() if t.is_floating_point() and not torch.isfinite(t).all()]
+    if broken:
+        raise CheckpointError(f"{str(path)!r} holds non-finite weights ({len(broken)} tensors, e.g. {broken[0]!r}): "
+                              "the training diverged; use an earlier checkpoint or train again")
     net = create_supernet_from_config(ckpt["model"])
     net.load_state_dict(ckpt["state_dict"])
     net.metrics, net.train_config = ckpt.get("metrics", {}), ckpt.get("config", {})

@@ -44,7 +44,8 @@ class Schedule:
             if unknown:
                 raise ConfigError(f"phase {p.name!r} unlocks {unknown[0]!r}, not a dimension of the space: "
                                   f"{list(dims)}")
-            if p.epochs < 1 or p.lr <= 0:
+            if not (isinstance(p.epochs, int) and p.epochs >= 1 and isinstance(p.lr, (int, float))
+                    and math.isfinite(p.lr) and p.lr > 0):
                 raise ConfigError(f"phase {p.name!r} needs epochs >= 1 and lr > 0 (got {p.epochs}, {p.lr})")
         self.steps_per_epoch, self.min_lr_ratio = steps_per_epoch, min_lr_ratio
         self._first_epoch = [0]

@@ -259,6 +259,54 @@ def _differences(saved: dict, current: dict) -> str:
     return "; ".join(changed[:3]) + (" ..." if len(changed) > 3 else "")
 
 
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite: nothing more is saved."""
+
+
+def _number(cfg, key: str, low: float, high: float | None = None, *, integer: bool = False, optional: bool = False,
+            low_open: bool = False, high_open: bool = False) -> None:
+    value = _select(cfg, key)
+    if value is None and optional:
+        return
+    kind = "an integer" if integer else "a number"
+    ok = (isinstance(value, int) if integer else isinstance(value, (int, float))) and not isinstance(value, bool)
+    ok = ok and np.isfinite(value) and (value > low if low_open else value >= low)
+    if high is not None:
+        ok = ok and (value < high if high_open else value <= high)
+    if not ok:
+        bounds = f"{'>' if low_open else '>='} {low:g}" + (
+            "" if high is None else f" and {'<' if high_open else '<='} {high:g}")
+        raise ConfigError(f"{key}={value!r}; allowed: {kind} {bounds}" + (" or null" if optional else ""))
+
+
+def _select(cfg, key: str):
+    node = cfg
+    for part in key.split("."):
+        node = node[part] if part in node else None
+        if node is None:
+            return None
+    return node
+
+
+def check_options(cfg) -> None:
+    """Every scalar option, before any data is read or file written: one line naming the bad one."""
+    for key in ("batch_size", "eval_batch_size", "bn_calib_images"):
+        _number(cfg, key, 1, integer=True)
+    for key in ("num_workers", "seed", "num_eval_subnets", "sandwich.num_random"):
+        _number(cfg, key, 0, integer=True)
+    for key in ("max_steps_per_epoch", "threads"):
+        _number(cfg, key, 1, integer=True, optional=True)
+    _number(cfg, "grad_clip", 0, low_open=True, optional=True)  # a negative norm would flip the gradient
+    _number(cfg, "kd.temperature", 0, low_open=True)
+    _number(cfg, "kd.ratio", 0, 1)
+    _number(cfg, "label_smoothing", 0, 1, high_open=True)
+    _number(cfg, "weight_decay", 0)
+    _number(cfg, "min_lr_ratio", 0, 1)
+    betas = _select(cfg, "betas")
+    if not (len(betas or ()) == 2 and all(isinstance(b, (int, float)) and 0 <= b < 1 for b in betas)):
+        raise ConfigError(f"betas={betas!r}; allowed: two numbers in [0, 1)")
+
+
 def known_models() -> list[str]:
     return sorted(p.stem for p in (CONF_DIR / "model").glob("*.yaml"))
 
@@ -281,6 +329,7 @@ def run(cfg) -> dict:
 
     if "model" not in cfg:
         raise ConfigError(f"choose a model with +model=NAME; models: {', '.join(known_models())}")
+    check_options(cfg)
     from torch.utils.tensorboard import SummaryWriter
     from tqdm import tqdm
 
@@ -294,6 +343,8 @@ def run(cfg) -> dict:
 
     data_cfg = dict(cfg_container["data"])
     data = build_data(data_cfg.pop("name"), **data_cfg)
+    if data.num_classes < 2:
+        raise DataError(f"data={cfg.data.name} has {data.num_classes} class: a classifier needs at least 2")
     model_cfg = dict(cfg_container["model"])
     schedule_cfg = model_cfg.pop("schedule", None)
     if not schedule_cfg:
@@ -400,7 +451,10 @@ def run(cfg) -> dict:
                                    np.random.default_rng([cfg.seed, state.step]))
             losses = sandwich_step(net, archs, x, y, cfg)
             dist.all_reduce_grads(net)
-            if cfg.grad_clip:
+            if not all(np.isfinite(value) for value in losses.values()):
+                raise TrainingDiverged(f"the loss became {losses} at epoch {epoch + 1}, step {state.step + 1} "
+                                       f"(lr {lr:.3g}): stopped; the last good checkpoint stays at {ckpt_path}")
+            if cfg.grad_clip is not None:
                 nn.utils.clip_grad_norm_(net.parameters(), cfg.grad_clip)
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
@@ -478,7 +532,8 @@ def check_ranks_agree(net: nn.Module, dist: Dist) -> None:
     torch_dist.destroy_process_group()
 
 
-USER_ERRORS = (ArchError, CheckpointError, ConfigError, DataError, ModelConfigError, PretrainedWeightsError)
+USER_ERRORS = (ArchError, CheckpointError, ConfigError, DataError, ModelConfigError, PretrainedWeightsError,
+               TrainingDiverged)
 
 
 def main() -> None:

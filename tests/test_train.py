@@ -299,6 +299,56 @@ def test_a_run_stopped_at_the_last_or_first_step_of_an_epoch_resumes_to_the_same
                 [{k: v for k, v in row.items() if k not in drop} for row in straight["metrics"]["history"]])
 
 
+@pytest.mark.parametrize("override, message", [
+    ("batch_size=0", "batch_size=0; allowed: an integer >= 1"),
+    ("eval_batch_size=-3", "eval_batch_size=-3; allowed: an integer >= 1"),
+    ("num_workers=-1", "num_workers=-1; allowed: an integer >= 0"),
+    ("seed=abc", "seed='abc'; allowed: an integer >= 0"),
+    ("max_steps_per_epoch=-1", "max_steps_per_epoch=-1; allowed: an integer >= 1 or null"),
+    ("grad_clip=-1", "grad_clip=-1; allowed: a number > 0 or null"),
+    ("kd.temperature=0", "kd.temperature=0; allowed: a number > 0"),
+    ("label_smoothing=1.0", "label_smoothing=1.0; allowed: a number >= 0 and < 1"),
+    ("model.schedule=[{name:largest,epochs:1,lr:nan,unlock:[]}]", "phase 'largest' needs epochs >= 1 and lr > 0"),
+])
+def test_bad_training_options_are_refused_before_anything_is_written(tmp_path, override, message):
+    from hydra import compose, initialize_config_dir
+
+    import supernet.train as train
+
+    overrides = [*train_cmd(tmp_path / "out")[3:], override]
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose(config_name="train", overrides=overrides)
+    with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("(", r"\(")):
+        train.run(cfg)
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_loss_that_becomes_nan_stops_training_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
+    import supernet.train as train
+
+    real_step, calls = train.sandwich_step, []
+
+    def step(*args):
+        calls.append(1)
+        losses = real_step(*args)
+        return {**losses, "kd": float("nan")} if len(calls) == 6 else losses
+
+    monkeypatch.setattr(train, "sandwich_step", step)
+    with pytest.raises(train.TrainingDiverged, match="the loss became .*nan.* at epoch 2, step 6 .* the last good "
+                                                     "checkpoint stays at"):
+        train_in_process(tmp_path, "diverged")
+    kept = load_checkpoint(tmp_path / "diverged" / "supernet.pt", "ofa-nas/supernet")
+    assert kept["train_state"]["step"] == 4  # the end of epoch 1
+    assert all(torch.isfinite(v).all() for v in kept["state_dict"].values() if v.is_floating_point())
+    load_supernet(tmp_path / "diverged" / "supernet.pt")
+    # a supernet whose weights did become NaN is refused, not searched
+    key = next(k for k, v in kept["state_dict"].items() if v.is_floating_point() and v.numel() > 1)
+    kept["state_dict"][key][0] = float("nan")
+    save_checkpoint(kept, tmp_path / "nan-weights.pt")
+    with pytest.raises(CheckpointError, match=f"holds non-finite weights .*{key}"):
+        load_supernet(tmp_path / "nan-weights.pt")
+
+
 def test_corrupt_checkpoint_is_reported_and_left_alone(tmp_path):
     run_dir = tmp_path / "r"
     run_dir.mkdir()
