@@ -11,7 +11,7 @@ import numpy as np
 
 from supernet.checkpoint import atomic_write
 
-from .objectives import DIRECTIONS, minimised, pareto_mask
+from .objectives import DIRECTIONS, SearchConfigError, minimised, pareto_mask
 
 # the first columns of evaluations.csv / pareto.csv (ARCHITECTURE.md), then any others, then iteration
 LEADING = ("id", "arch", "accuracy", "macs", "params", "latency_ms", "latency_source")
@@ -39,9 +39,22 @@ def write_rows(path: str | Path, rows: Sequence[dict], columns: Sequence[str] | 
 
 
 def read_rows(path: str | Path) -> list[dict]:
-    """The rows ``write_rows`` wrote: ``arch`` decoded, numbers as numbers, other text as text."""
+    """The rows ``write_rows`` wrote: ``arch`` decoded, numbers as numbers, other text as text; a
+    damaged row (cut short, a garbage line) raises ``SearchConfigError`` naming the file and line."""
+    rows = []
     with open(path, newline="") as f:
-        return [{key: _parse(key, value) for key, value in row.items()} for row in csv.DictReader(f)]
+        reader = csv.DictReader(f)
+        for row in reader:
+            if None in row or None in row.values():  # more or fewer fields than the header
+                raise SearchConfigError(f"{path}: line {reader.line_num} has {len(row) - (None in row)} of "
+                                        f"{len(reader.fieldnames)} columns: the file is damaged; move it away "
+                                        "(or resume=never) to start this search over")
+            try:
+                rows.append({key: _parse(key, value) for key, value in row.items()})
+            except ValueError as err:  # json.JSONDecodeError is one
+                raise SearchConfigError(f"{path}: line {reader.line_num} is damaged ({err}); move the file away "
+                                        "(or resume=never) to start this search over") from None
+    return rows
 
 
 def _parse(key: str, value: str):

@@ -65,16 +65,22 @@ def _model_name(model_json: str) -> str:
 def search_dir(cfg, hw: str, settings: dict) -> Path:
     """The unfinished search of the same settings to continue (``resume=auto``), else a new stamp."""
     root = Path(cfg.out_dir) / hw
+    if root.exists() and not root.is_dir() or Path(cfg.out_dir).is_file():
+        raise SearchConfigError(f"out_dir={cfg.out_dir!r} is a file; allowed: a directory (made if missing)")
     if cfg.resume not in ("auto", "never"):
         path = Path(cfg.resume)
         if not (path / "search_state.json").is_file():
             raise SearchConfigError(f"resume={cfg.resume!r} is not a search directory (no search_state.json)")
-        if json.loads((path / "search_state.json").read_text())["settings"] != settings:
+        if read_state(path / "search_state.json")["settings"] != settings:
             raise SearchConfigError(f"resume={cfg.resume!r} was a search with other settings; use resume=never")
         return path
     if cfg.resume == "auto":
         for path in sorted(root.glob("*/search_state.json"), reverse=True):
-            state = json.loads(path.read_text())
+            try:
+                state = read_state(path)
+            except SearchConfigError as err:  # another search's damage never blocks this one
+                print(f"warning: skipping {path.parent} ({err})", file=sys.stderr)
+                continue
             if not state["finished"] and state["settings"] == settings:
                 return path.parent
     stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
@@ -82,6 +88,18 @@ def search_dir(cfg, hw: str, settings: dict) -> Path:
     while path.exists():  # two searches started in the same second
         path, n = root / f"{stamp}-{n}", n + 1
     return path
+
+
+def read_state(path: Path) -> dict:
+    """A search directory's ``search_state.json``; damage is a one-line error naming the file."""
+    try:
+        state = json.loads(path.read_text())
+        if isinstance(state, dict) and isinstance(state.get("settings"), dict) and "finished" in state:
+            return state
+        reason = "not a search state (no settings / finished)"
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        reason = str(err)
+    raise SearchConfigError(f"{path} is damaged ({reason}); remove that search directory or pass resume=never")
 
 
 def run(cfg) -> Path:
@@ -94,6 +112,10 @@ def run(cfg) -> Path:
                                      if bound is not None})
     if cfg.algorithm not in ALGORITHMS:
         raise SearchConfigError(f"unknown algorithm {cfg.algorithm!r}; algorithms: {', '.join(ALGORITHMS)}")
+    if cfg.device not in ("auto", "cpu", "cuda"):
+        raise SearchConfigError(f"device={cfg.device!r}; allowed: auto, cpu, cuda")
+    if cfg.device == "cuda" and not torch.cuda.is_available():
+        raise SearchConfigError("device=cuda but no CUDA device is available; use device=cpu or device=auto")
     profile = load_profile(options["hw"])
     if profile.kind == "measured" and profile.table is None:
         profile.check_available()

@@ -286,6 +286,7 @@ def compose(supernet, out, *overrides):
     (["hw.memory_gbps=fast"], ProfileError, "memory_gbps"),
     (["constraints.macs=10"], SearchConfigError, "constraint macs<=10 is met by no subnet: the nearest, "),
     (["predictor=xgb"], PredictorError, "unknown predictor 'xgb'"),
+    (["device=tpu"], SearchConfigError, "device='tpu'; allowed: auto, cpu, cuda"),
     (["population=0"], SearchConfigError, "population=0"),
     (["budget=abc"], SearchConfigError, "budget='abc'"),
     (["budget=2000000"], SearchConfigError, "budget=2000000 is more real evaluations than the space has subnets"),
@@ -365,3 +366,36 @@ def test_pareto_png_shows_the_constraint_and_the_evaluations_that_break_it(tmp_p
     broken = sum(r["latency_ms"] > 25 for r in result.evaluations)
     assert broken > 0 and f"breaking a constraint ({broken})" in labels
     assert "latency_ms <= 25" in labels and "latency_ms <= 25" in ax.get_title()
+
+
+@pytest.mark.parametrize("damage", ["cut", "garbage"])
+def test_a_damaged_evaluations_csv_is_named_with_its_line(tmp_path, damage):
+    toy_search(budget=24, init=12, per_iteration=6, out_dir=tmp_path)
+    path = tmp_path / "evaluations.csv"
+    lines = path.read_text().splitlines(keepends=True)
+    lines[5] = lines[5][: len(lines[5]) // 2] + "\n" if damage == "cut" else "%%% not a row %%%\n"
+    path.write_text("".join(lines))
+    with pytest.raises(SearchConfigError, match=f"{path}: line 6 ") as caught:
+        toy_search(budget=24, init=12, per_iteration=6, out_dir=tmp_path)
+    assert "\n" not in str(caught.value)
+
+
+def test_a_broken_search_state_elsewhere_never_blocks_a_new_search(supernet_path, tmp_path, capsys):
+    from search.run import run
+
+    broken = tmp_path / "jetson" / "20260101-000000"
+    broken.mkdir(parents=True)
+    (broken / "search_state.json").write_text('{"settings": {"budget": 16')  # cut short
+    out = run(compose(supernet_path, tmp_path, "hw=jetson", "budget=10", "init=6", "export.max_subnets=0"))
+    assert out != broken and (out / "pareto.csv").exists()
+    assert f"skipping {broken}" in capsys.readouterr().err
+    with pytest.raises(SearchConfigError, match=f"{broken}/search_state.json is damaged"):
+        run(compose(supernet_path, tmp_path, "hw=jetson", f"resume={broken}"))
+
+
+def test_out_dir_that_is_a_file_is_refused(supernet_path, tmp_path):
+    from search.run import run
+
+    (tmp_path / "file").write_text("")
+    with pytest.raises(SearchConfigError, match="out_dir=.* is a file"):
+        run(compose(supernet_path, tmp_path / "file", "hw=jetson"))
