@@ -81,8 +81,17 @@ def search_dir(cfg, hw: str, settings: dict) -> Path:
             except SearchConfigError as err:  # another search's damage never blocks this one
                 print(f"warning: skipping {path.parent} ({err})", file=sys.stderr)
                 continue
-            if not state["finished"] and state["settings"] == settings:
+            saved = state["settings"]
+            if state["finished"]:
+                continue
+            if saved == settings:
                 return path.parent
+            if {**saved, "supernet_digest": settings["supernet_digest"]} == settings:  # only the weights differ
+                raise SearchConfigError(
+                    f"the unfinished search {path.parent} evaluated {settings['supernet']} with digest "
+                    f"{str(saved.get('supernet_digest'))[:12]}, which now has digest "
+                    f"{settings['supernet_digest'][:12]} (retrained?): resuming would mix two supernets; pass "
+                    "resume=never or another out_dir")
     stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     path, n = root / stamp, 1
     while path.exists():  # two searches started in the same second
@@ -137,7 +146,8 @@ def run(cfg) -> Path:
     evaluator = SupernetEvaluator(net, profile, loader, calib, device, seed=cfg.seed)
     check_reachable(net.space, constraints, exact_quantities(net.space, evaluator.exact()))
 
-    settings = {"supernet": str(supernet_path.resolve()), "hw": options["hw"], "objectives": list(objectives),
+    settings = {"supernet": str(supernet_path.resolve()), "supernet_digest": net.digest, "hw": options["hw"],
+                "objectives": list(objectives),
                 "constraints": constraints, **{key: options[key] for key in (
                     "algorithm", "predictor", "budget", "init", "per_iteration", "population", "generations",
                     "split", "seed")}}

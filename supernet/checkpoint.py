@@ -1,6 +1,7 @@
 """Atomic writes and checked loading of the project's files (supernet.pt, model.pt, JSON)."""
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import pickle
@@ -64,7 +65,21 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Any], None], mode: st
     return path
 
 
+def tensors_digest(state_dict: dict) -> str:
+    """SHA-256 of every tensor's name, dtype, shape and bytes: a flipped byte inside a tensor, which
+    the zip container does not notice, changes it."""
+    h = hashlib.sha256()
+    for name in sorted(state_dict):
+        t = state_dict[name].detach().cpu().contiguous()
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
 def save_checkpoint(obj: dict, path: str | os.PathLike) -> Path:
+    """``obj`` saved atomically; with a ``state_dict``, also its ``digest``, checked on load."""
+    if "state_dict" in obj:
+        obj = {**obj, "digest": tensors_digest(obj["state_dict"])}
     return atomic_write(path, lambda f: torch.save(obj, f))
 
 
@@ -86,6 +101,13 @@ def load_checkpoint(path: str | os.PathLike, fmt: str) -> dict:
     found = obj.get("format") if isinstance(obj, dict) else None
     if found != fmt:
         raise CheckpointError(f"{str(path)!r} is not an {fmt} checkpoint (format: {found!r})")
+    try:
+        matches = "digest" not in obj or tensors_digest(obj.get("state_dict") or {}) == obj["digest"]
+    except (AttributeError, TypeError, RuntimeError):  # a state_dict that is not a mapping of tensors
+        matches = False
+    if not matches:
+        raise CheckpointError(f"checkpoint {str(path)!r} is corrupt: its tensors do not match the digest saved "
+                              "with them (a damaged copy or disk); use another copy or train again")
     return obj
 
 
@@ -102,4 +124,5 @@ def load_supernet(path: str | os.PathLike):
     net = create_supernet_from_config(ckpt["model"])
     net.load_state_dict(ckpt["state_dict"])
     net.metrics, net.train_config = ckpt.get("metrics", {}), ckpt.get("config", {})
+    net.digest = ckpt.get("digest") or tensors_digest(ckpt["state_dict"])  # what a search records
     return net.eval()

@@ -18,7 +18,7 @@ from predictors import PredictorError
 from search import ALGORITHMS, SearchConfigError, run_search
 from search.objectives import pareto_mask
 from supernet import create_supernet_from_config
-from supernet.checkpoint import CheckpointError
+from supernet.checkpoint import CheckpointError, save_checkpoint
 from supernet.space import Dim, SearchSpace
 
 # -- a synthetic space: six genes of 8 choices, accuracy concave in each, latency linear -------------
@@ -399,3 +399,25 @@ def test_out_dir_that_is_a_file_is_refused(supernet_path, tmp_path):
     (tmp_path / "file").write_text("")
     with pytest.raises(SearchConfigError, match="out_dir=.* is a file"):
         run(compose(supernet_path, tmp_path / "file", "hw=jetson"))
+
+
+def test_a_search_refuses_to_resume_against_a_retrained_supernet(supernet_path, tmp_path, monkeypatch):
+    import search.evaluator
+    from search.run import run
+
+    path = tmp_path / "vit-digits" / "supernet.pt"
+    path.parent.mkdir()
+    path.write_bytes(supernet_path.read_bytes())
+
+    def interrupted(self, archs):
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as patch:  # stopped during its first real evaluations
+        patch.setattr(search.evaluator.SupernetEvaluator, "__call__", interrupted)
+        with pytest.raises(KeyboardInterrupt):
+            run(compose(path, tmp_path / "out", "hw=jetson"))
+    retrained = torch.load(path, weights_only=True)
+    retrained["state_dict"]["head.bias"] += 1.0
+    save_checkpoint(retrained, path)
+    with pytest.raises(SearchConfigError, match="with digest .* which now has digest .* resuming would mix two"):
+        run(compose(path, tmp_path / "out", "hw=jetson"))

@@ -403,3 +403,19 @@ def test_cnn_families_train_through_every_phase(tmp_path, model, schedule):
     assert [r["phase"] for r in ckpt["metrics"]["history"]] == [p.split(",")[0] for p in
                                                                  schedule.split("name:")[1:]]
     assert len(ckpt["metrics"]["final"]["subnets"]) == 3
+
+
+def test_bytes_flipped_inside_a_tensor_are_detected_on_load(tmp_path):
+    net = create_supernet_from_config(model_config("vit"), num_classes=10)
+    path = save_checkpoint({"format": "ofa-nas/supernet", "version": 1, "model": dict(net.config),
+                            "state_dict": net.state_dict()}, tmp_path / "supernet.pt")
+    load_supernet(path)
+    weight = net.state_dict()["head.weight"]
+    raw = bytearray(path.read_bytes())
+    at = raw.find(weight.contiguous().view(torch.uint8).numpy().tobytes()[:256])  # where the tensor's bytes lie
+    assert at > 0
+    raw[at + 100: at + 164] = bytes(b ^ 0xFF for b in raw[at + 100: at + 164])  # 64 bytes inside one tensor
+    path.write_bytes(bytes(raw))
+    torch.load(path, weights_only=True)  # the container itself does not notice
+    with pytest.raises(CheckpointError, match="is corrupt: its tensors do not match the digest"):
+        load_supernet(path)
