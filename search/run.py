@@ -7,8 +7,11 @@ one), exports the front's subnets and prints the front.
 from __future__ import annotations
 
 import datetime as _dt
+import fcntl
 import json
 import logging
+import os
+import socket
 import sys
 from pathlib import Path
 
@@ -82,7 +85,7 @@ def search_dir(cfg, hw: str, settings: dict) -> Path:
                 print(f"warning: skipping {path.parent} ({err})", file=sys.stderr)
                 continue
             saved = state["settings"]
-            if state["finished"]:
+            if state["finished"] or holder(path.parent):  # a running search's directory is its own
                 continue
             if saved == settings:
                 return path.parent
@@ -97,6 +100,37 @@ def search_dir(cfg, hw: str, settings: dict) -> Path:
     while path.exists():  # two searches started in the same second
         path, n = root / f"{stamp}-{n}", n + 1
     return path
+
+
+def holder(path: Path) -> str | None:
+    """Who holds the lock of a search directory (``pid N on HOST``), or None if nobody does."""
+    lock = path / ".lock"
+    if not lock.exists():
+        return None
+    with open(lock, "a+") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            return f.read().strip() or "another process"
+        fcntl.flock(f, fcntl.LOCK_UN)
+    return None
+
+
+def lock(path: Path):
+    """Holds ``path/.lock`` (flock, released when the process ends, even on kill -9) for the search
+    running in ``path``; None if another process holds it."""
+    f = open(path / ".lock", "a+")  # noqa: SIM115 - held open for the whole search
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        f.close()
+        return None
+    f.seek(0)
+    f.truncate()
+    f.write(f"pid {os.getpid()} on {socket.gethostname()}")
+    f.flush()
+    return f
 
 
 def read_state(path: Path) -> dict:
@@ -151,10 +185,17 @@ def run(cfg) -> Path:
                 "constraints": constraints, **{key: options[key] for key in (
                     "algorithm", "predictor", "budget", "init", "per_iteration", "population", "generations",
                     "split", "seed")}}
-    out = search_dir(cfg, profile.name, settings)
-    resumed = out.exists()
-    created = [p for p in (out, *out.parents) if not p.exists()]  # deepest first
-    out.mkdir(parents=True, exist_ok=True)
+    while True:  # another search may take the same new directory between the choice and the lock
+        out = search_dir(cfg, profile.name, settings)
+        resumed = out.exists()
+        created = [p for p in (out, *out.parents) if not p.exists()]  # deepest first
+        out.mkdir(parents=True, exist_ok=True)
+        held = lock(out)
+        if held is not None:
+            break
+        if cfg.resume not in ("auto", "never"):
+            raise SearchConfigError(f"resume={cfg.resume!r}: a search is running there ({holder(out)}); "
+                                    "wait for it or start another with resume=never")
     save_json({"settings": settings, "finished": False}, out / "search_state.json")
     print(f"{'continuing' if resumed else 'search'} in {out}: {cfg.budget} real evaluations on {profile.name} "
           f"(latency {profile.kind}), {cfg.algorithm} on {cfg.predictor} predictors")
@@ -165,7 +206,8 @@ def run(cfg) -> Path:
                             exact=evaluator.exact(), seed=cfg.seed, out_dir=out)
     except USER_ERRORS:  # an option the loop refused before any evaluation: leave no unfinished search behind
         if created and not (out / "evaluations.csv").exists():
-            (out / "search_state.json").unlink(missing_ok=True)
+            for name in ("search_state.json", ".lock"):
+                (out / name).unlink(missing_ok=True)
             for path in created:
                 if path.is_dir() and not any(path.iterdir()):
                     path.rmdir()

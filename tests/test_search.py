@@ -421,3 +421,28 @@ def test_a_search_refuses_to_resume_against_a_retrained_supernet(supernet_path, 
     save_checkpoint(retrained, path)
     with pytest.raises(SearchConfigError, match="with digest .* which now has digest .* resuming would mix two"):
         run(compose(path, tmp_path / "out", "hw=jetson"))
+
+
+def test_a_second_search_of_the_same_settings_never_joins_a_running_one(supernet_path, tmp_path):
+
+    from search.run import holder, search_dir
+
+    cfg = compose(supernet_path, tmp_path, "hw=jetson")
+    settings = {"budget": 16}
+    running = tmp_path / "jetson" / "20260101-000000"
+    running.mkdir(parents=True)
+    (running / "search_state.json").write_text(json.dumps({"settings": settings, "finished": False}))
+    assert search_dir(cfg, "jetson", settings) == running  # unfinished and unlocked: continue it
+    # another process holds it: a subprocess keeps the lock while this one asks
+    hold = subprocess.Popen([sys.executable, "-c", (
+        "import fcntl, sys, time; f = open(sys.argv[1], 'a+'); fcntl.flock(f, fcntl.LOCK_EX); f.write('pid 42 on x');"
+        " f.flush(); print('locked', flush=True); time.sleep(60)"), str(running / ".lock")], stdout=subprocess.PIPE,
+        text=True)
+    try:
+        assert hold.stdout.readline().strip() == "locked"
+        assert holder(running) == "pid 42 on x"
+        assert search_dir(cfg, "jetson", settings) != running  # a new stamp, not the running search's directory
+    finally:
+        hold.kill()
+        hold.wait()
+    assert holder(running) is None  # released when its holder ends
