@@ -121,7 +121,10 @@ def load_supernet(path: str | os.PathLike):
     if broken:
         raise CheckpointError(f"{str(path)!r} holds non-finite weights ({len(broken)} tensors, e.g. {broken[0]!r}): "
                               "the training diverged; use an earlier checkpoint or train again")
-    net = create_supernet_from_config(ckpt["model"])
+    # the weights come from the file: seeding options (a timm name, a local path) must not open
+    # anything else, whatever a foreign checkpoint names there
+    model = {**ckpt["model"], **{key: None for key in ("pretrained", "pretrained_path") if key in ckpt["model"]}}
+    net = create_supernet_from_config(model)
     net.load_state_dict(ckpt["state_dict"])
     net.metrics, net.train_config = ckpt.get("metrics", {}), ckpt.get("config", {})
     net.digest = ckpt.get("digest") or tensors_digest(ckpt["state_dict"])  # what a search records

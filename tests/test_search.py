@@ -4,8 +4,10 @@ import csv
 import itertools
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -446,3 +448,30 @@ def test_a_second_search_of_the_same_settings_never_joins_a_running_one(supernet
         hold.kill()
         hold.wait()
     assert holder(running) is None  # released when its holder ends
+
+
+def test_sigterm_stops_a_search_that_then_resumes(supernet_path, tmp_path):
+    cmd = search_cmd(supernet_path, tmp_path, "hw=jetson", "budget=40")
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)})
+    deadline = time.time() + 300
+    while not list(tmp_path.rglob("evaluations.csv")) and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 128 + signal.SIGTERM, err[-2000:]
+    assert "interrupted: run the same command again to continue" in err and "Traceback" not in err
+    (out,) = (tmp_path / "jetson").iterdir()
+    assert json.loads((out / "search_state.json").read_text())["finished"] is False
+    assert run_cli(cmd).returncode == 0
+    assert json.loads((out / "search_state.json").read_text())["finished"] is True
+
+
+def test_a_checkpoint_naming_pretrained_weights_opens_nothing_else(supernet_path, tmp_path):
+    from supernet.checkpoint import load_supernet
+
+    ckpt = torch.load(supernet_path, weights_only=True)
+    ckpt["model"] = {**ckpt["model"], "pretrained": "vit_tiny_patch16_224", "pretrained_path": "/etc/passwd"}
+    save_checkpoint(ckpt, tmp_path / "foreign.pt")
+    net = load_supernet(tmp_path / "foreign.pt")  # no hub, no local file: the weights are in the checkpoint
+    assert torch.equal(net.state_dict()["head.weight"], ckpt["state_dict"]["head.weight"])
