@@ -1,10 +1,11 @@
-"""MACs and parameters measured by tracing (fvcore), with the ops fvcore leaves out registered.
+"""MACs and parameters measured by tracing (fvcore), counted as the papers count them.
 
-fvcore counts linear layers, convolutions and matmuls in MACs and norms at 5 per element, but
-skips ``scaled_dot_product_attention`` (the attention matmuls, most of a ViT's sequence-dependent
-cost), GELU, softmax and adds. The handles below count attention as its two matmuls and the
-element-wise ops as one per output element: the same convention as the analytic
-``SearchSpace.macs``, which the tests hold to within 1% of this count.
+MACs are multiply-accumulates (one fused multiply-add = 1) of convolutions, linear layers and
+matrix products, attention's two matmuls included: the convention of OFA's ``count_net_flops``,
+torchvision's model metadata (``_ops``) and the papers. Norms, activations, adds, pooling and
+resampling are not MACs. fvcore counts norms, average pools and upsampling by default and skips
+``scaled_dot_product_attention``: the handles below undo the first and count the second, so that
+this count is the same function as the analytic ``SearchSpace.macs`` (the tests hold them equal).
 """
 from __future__ import annotations
 
@@ -25,20 +26,20 @@ def _sdpa_macs(inputs: list[Any], outputs: list[Any]) -> int:
     return batch * q[-2] * k[-2] * (q[-1] + v[-1])
 
 
-def _per_output_element(inputs: list[Any], outputs: list[Any]) -> int:
-    return prod(get_shape(outputs[0]))
+def _no_macs(inputs: list[Any], outputs: list[Any]) -> int:
+    return 0
 
 
-EXTRA_HANDLES = {
-    "aten::scaled_dot_product_attention": _sdpa_macs,
-    "aten::gelu": _per_output_element,
-    "aten::softmax": _per_output_element,
-    "aten::add": _per_output_element,
-}
+# fvcore's element-wise defaults that are not MACs, counted as 0 (a None handle would leave fvcore's
+# own in place: fvcore 0.1.5 only adds the name to its ignore list); attention's matmuls counted.
+NOT_MACS = ("aten::batch_norm", "aten::group_norm", "aten::layer_norm", "aten::instance_norm",
+            "aten::upsample_nearest2d", "aten::upsample_bilinear2d", "aten::adaptive_avg_pool2d",
+            "aten::grid_sampler")
+EXTRA_HANDLES = {"aten::scaled_dot_product_attention": _sdpa_macs, **dict.fromkeys(NOT_MACS, _no_macs)}
 
 
 def count_macs(model: nn.Module, inputs: torch.Tensor | tuple) -> int:
-    """MACs of one forward of ``model`` on ``inputs`` (fvcore + the handles above)."""
+    """MACs of one forward of ``model`` on ``inputs``: convolutions, linear layers and matmuls."""
     inputs = inputs if isinstance(inputs, tuple) else (inputs,)
     was_training = model.training
     model.eval()

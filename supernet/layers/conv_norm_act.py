@@ -72,11 +72,11 @@ def same_conv_size(size: int, stride: int) -> int:
 
 def conv_cost(name: str, in_channels: int, out_channels: int, kernel_size: int, in_size: int, stride: int = 1,
               groups: int = 1, norm: bool = True, bias: bool = False, bits: int = 32, op: str = "conv") -> tuple:
-    """The analytic cost tuple ``(name, op, macs, params, act_elems, bits)`` of one conv -> BN -> act,
-    by fvcore's conventions: the conv's multiply-accumulates (bias free), eval-mode batch norm 2
-    per output element, activations free. ``act_elems`` is the input plus the output."""
+    """The analytic cost tuple ``(name, op, macs, params, act_elems, bits)`` of one conv -> BN -> act:
+    MACs of the conv alone (the bias, the eval-mode batch norm and the activation are not MACs, as
+    OFA's ``count_net_flops`` and the papers count them); ``act_elems`` is the input plus the output."""
     out_elems = out_channels * same_conv_size(in_size, stride) ** 2
     weights = out_channels * (in_channels // groups) * kernel_size ** 2
-    macs = out_elems * weights // out_channels + (2 * out_elems if norm else 0)
+    macs = out_elems * weights // out_channels
     params = weights + (out_channels if bias else 0) + (2 * out_channels if norm else 0)
     return name, op, macs, params, in_channels * in_size ** 2 + out_elems, bits

@@ -95,9 +95,9 @@ class MobileNetV3Space(SearchSpace):
         return len(self._by_name["resolution"].choices) * per_stage ** NUM_STAGES
 
     def _layers(self, arch: dict) -> list[tuple]:
-        # fvcore's conventions (see conv_cost): convs and the classifier in MACs, batch norm 2 per
-        # element, average pools 1 per input element, residual adds 1 per element; activations and
-        # the squeeze-excitation product are free. Block convs run at the block's bit width.
+        # MACs as OFA's count_net_flops takes them (see conv_cost): convolutions (squeeze-excitation's
+        # included) and the classifier; norms, activations, pools and adds are layers of no MACs,
+        # kept for their memory traffic. Block convs run at the block's bit width.
         stem_w, first_w, *stage_w, head_w, mix_w = self.widths
         size = arch["resolution"]
         layers = [conv_cost("stem", self.in_chans, stem_w, 3, size, self.strides[0])]
@@ -115,7 +115,7 @@ class MobileNetV3Space(SearchSpace):
             in_w = stage_w[stage]
         head_elems = head_w * size ** 2
         return layers + [conv_cost("final_expand", in_w, head_w, 1, size),
-                         ("pool", "pool", head_elems, 0, head_elems + head_w, 32),
+                         ("pool", "pool", 0, 0, head_elems + head_w, 32),
                          conv_cost("feature_mix", head_w, mix_w, 1, 1, norm=False),
                          ("classifier", "linear", mix_w * self.num_classes, (mix_w + 1) * self.num_classes,
                           mix_w + self.num_classes, 32)]
@@ -133,14 +133,14 @@ class MobileNetV3Space(SearchSpace):
         elems = hidden * size ** 2
         if se:
             r = se_width(hidden, self.divisor)
-            layers += [(f"{name}.se.pool", "pool", elems, 0, elems + hidden, 32),
+            layers += [(f"{name}.se.pool", "pool", 0, 0, elems + hidden, 32),
                        conv_cost(f"{name}.se.conv_reduce", hidden, r, 1, 1, norm=False, bias=True, bits=bits),
                        conv_cost(f"{name}.se.conv_expand", r, hidden, 1, 1, norm=False, bias=True, bits=bits),
                        (f"{name}.se.scale", "act", 0, 0, 2 * elems + hidden, 32)]
         layers.append(conv_cost(f"{name}.conv_pwl", hidden, out_w, 1, size, bits=bits))
         if stride == 1 and in_w == out_w:
             out_elems = out_w * size ** 2
-            layers.append((f"{name}.add", "add", out_elems, 0, 3 * out_elems, 32))
+            layers.append((f"{name}.add", "add", 0, 0, 3 * out_elems, 32))
         return layers, size
 
 

@@ -115,16 +115,16 @@ class ResNetSpace(SearchSpace):
         return n["resolution"] * stem * stages
 
     def _layers(self, arch: dict) -> list[tuple]:
-        # fvcore's conventions (see conv_cost): convs and the classifier in MACs, batch norm 2 per
-        # element, the global average pool 1 per input element, residual adds 1 per element; ReLU
-        # and the max / average pools are free. Block convs run at the block's bit width.
+        # MACs as OFA's count_net_flops takes them (see conv_cost): convolutions and the classifier;
+        # pools and adds are layers of no MACs, kept for their memory traffic. Block convs run at
+        # the block's bit width.
         w, size = arch["width"], arch["resolution"]
         mid, out = self.stem_mid_channels(w[0]), self.stem_out_channels(w[1])
         layers = [conv_cost("stem.conv1", self.in_chans, mid, 3, size, self.stem_stride)]
         size = same_conv_size(size, self.stem_stride)
         if self.stem_residual(arch):
             elems = mid * size ** 2
-            layers += [conv_cost("stem.residual.fn", mid, mid, 3, size), ("stem.residual.add", "add", elems, 0,
+            layers += [conv_cost("stem.residual.fn", mid, mid, 3, size), ("stem.residual.add", "add", 0, 0,
                                                                            3 * elems, 32)]
         layers.append(conv_cost("stem.conv2", mid, out, 3, size))
         if self.stem_pool:
@@ -144,10 +144,10 @@ class ResNetSpace(SearchSpace):
             if i == 0:  # projection shortcut: average pool (free), then 1x1 conv + BN
                 layers.append(conv_cost(p + "downsample", in_ch, out_ch, 1, out_size, bits=b))
             elems = out_ch * out_size ** 2
-            layers.append((p + "add", "add", elems, 0, 3 * elems, 32))
+            layers.append((p + "add", "add", 0, 0, 3 * elems, 32))
             in_ch, size = out_ch, out_size
         elems, K = in_ch * size ** 2, self.num_classes
-        return layers + [("pool", "pool", elems, 0, elems + in_ch, 32),
+        return layers + [("pool", "pool", 0, 0, elems + in_ch, 32),
                          ("fc", "linear", in_ch * K, (in_ch + 1) * K, in_ch + K, 32)]
 
 

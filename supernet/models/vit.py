@@ -74,33 +74,34 @@ class ViTSpace(SearchSpace):
         return n_res * n_embed * sum(per_block ** d for d in self._by_name["depth"].choices)
 
     def _layers(self, arch: dict) -> list[tuple]:
-        # Counting convention (supernet.complexity registers the same for fvcore): linear, conv and
-        # attention matmuls in MACs; layer norm 5 per element (fvcore's rule); GELU and adds 1 per
-        # element. A block's linear layers run at its bit width; everything else stays float32.
+        # MACs as the papers count them (supernet.complexity has fvcore count the same): linear
+        # layers, the patch conv and attention's two matmuls; norms, GELU and adds are layers of no
+        # MACs, kept for their memory traffic. A block's linear layers run at its bit width;
+        # everything else stays float32.
         P, C, K = self.patch_size, self.in_chans, self.num_classes
         e, res = arch["embed_dim"], arch["resolution"]
         T = (res // P) ** 2
         N = T + 1
         layers = [("patch_embed", "conv", T * e * C * P * P, e * C * P * P + e, C * res * res + T * e, 32),
-                  ("pos_embed", "embed", N * e, N * e + e, 2 * N * e, 32)]
+                  ("pos_embed", "embed", 0, N * e + e, 2 * N * e, 32)]
         for i in range(arch["depth"]):
             h, b = arch["num_heads"][i], arch["bits"][i]
             a, m = h * self.head_dim, mlp_hidden(e, arch["mlp_ratio"][i])
             qkv_params = e * 3 * a + (3 * a if self.qkv_bias else 0)
             p = f"blocks.{i}."
             layers += [
-                (p + "norm1", "norm", 5 * N * e, 2 * e, 2 * N * e, 32),
+                (p + "norm1", "norm", 0, 2 * e, 2 * N * e, 32),
                 (p + "attn.qkv", "linear", N * e * 3 * a, qkv_params, N * (e + 3 * a), b),
                 (p + "attn.sdpa", "matmul", 2 * N * N * a, 0, 4 * N * a + h * N * N, 32),
                 (p + "attn.proj", "linear", N * a * e, a * e + e, N * (a + e), b),
-                (p + "add1", "add", N * e, 0, 3 * N * e, 32),
-                (p + "norm2", "norm", 5 * N * e, 2 * e, 2 * N * e, 32),
+                (p + "add1", "add", 0, 0, 3 * N * e, 32),
+                (p + "norm2", "norm", 0, 2 * e, 2 * N * e, 32),
                 (p + "mlp.fc1", "linear", N * e * m, e * m + m, N * (e + m), b),
-                (p + "mlp.act", "act", N * m, 0, 2 * N * m, 32),
+                (p + "mlp.act", "act", 0, 0, 2 * N * m, 32),
                 (p + "mlp.fc2", "linear", N * m * e, m * e + e, N * (m + e), b),
-                (p + "add2", "add", N * e, 0, 3 * N * e, 32),
+                (p + "add2", "add", 0, 0, 3 * N * e, 32),
             ]
-        layers += [("norm", "norm", 5 * N * e, 2 * e, 2 * N * e, 32),
+        layers += [("norm", "norm", 0, 2 * e, 2 * N * e, 32),
                    ("head", "linear", e * K, e * K + K, e + K, 32)]
         return layers
 
