@@ -218,12 +218,14 @@ def main(argv: list[str] | None = None) -> None:
     from .checkpoint import CheckpointError, load_supernet
     from .data import build_data
     from .evaluate import accuracy
+    from .ofa_arch import parse_arch
     from .space import ArchError
 
     parser = argparse.ArgumentParser(prog="python -m supernet.export", description=main.__doc__)
     parser.add_argument("supernet", help="path of a trained supernet.pt")
     parser.add_argument("--arch", nargs="+", default=["largest", "median", "smallest"],
-                        help="largest, smallest, median (median MACs of 200 sampled) or an arch as JSON")
+                        help="largest, smallest, median (median MACs of 200 sampled) or an arch as JSON, in this "
+                        "project's form or OFA's ({\"ks\": [...], \"e\": [...], \"d\": [...], \"r\": [224]})")
     parser.add_argument("--out", default=None, help="output folder (default: <supernet dir>/subnets)")
     args = parser.parse_args(argv)
     try:
@@ -236,7 +238,7 @@ def main(argv: list[str] | None = None) -> None:
                 arch = named[text] if text in named else json.loads(text)
             except json.JSONDecodeError:
                 raise ArchError("--arch", text, "largest, smallest, median or an arch as JSON") from None
-            archs.append((text if text in named else f"arch{len(archs)}", space.validate(arch)))
+            archs.append((text if text in named else f"arch{len(archs)}", parse_arch(space, arch)))
     except (ArchError, CheckpointError) as err:
         sys.exit(f"error: {err}")
     data_cfg = dict(net.train_config["data"])
