@@ -184,7 +184,7 @@ def run(cfg) -> Path:
                 "objectives": list(objectives),
                 "constraints": constraints, **{key: options[key] for key in (
                     "algorithm", "predictor", "budget", "init", "per_iteration", "population", "generations",
-                    "split", "seed")}}
+                    "select", "score_sample", "refine", "split", "seed")}}
     while True:  # another search may take the same new directory between the choice and the lock
         out = search_dir(cfg, profile.name, settings)
         resumed = out.exists()
@@ -202,7 +202,8 @@ def run(cfg) -> Path:
     try:
         result = run_search(net.space, evaluator, objectives, budget=cfg.budget, init=cfg.init,
                             per_iteration=cfg.per_iteration, generations=cfg.generations, population=cfg.population,
-                            algorithm=cfg.algorithm, predictor=cfg.predictor, constraints=constraints,
+                            algorithm=cfg.algorithm, predictor=cfg.predictor, select=cfg.select,
+                            score_sample=cfg.score_sample, refine=cfg.refine, constraints=constraints,
                             exact=evaluator.exact(), seed=cfg.seed, out_dir=out)
     except USER_ERRORS:  # an option the loop refused before any evaluation: leave no unfinished search behind
         if created and not (out / "evaluations.csv").exists():

@@ -85,6 +85,7 @@ def test_documented_command_parses(where, command, monkeypatch):
     monkeypatch.setattr(sys, "argv", [target, *args])
     try:
         if target.endswith(".py"):
+            monkeypatch.syspath_prepend(str((ROOT / target).parent))  # as `python scripts/x.py` puts it first
             runpy.run_path(str(ROOT / target), run_name="__main__")
         else:
             runpy.run_module(target, run_name="__main__", alter_sys=True)

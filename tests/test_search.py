@@ -475,3 +475,12 @@ def test_a_checkpoint_naming_pretrained_weights_opens_nothing_else(supernet_path
     save_checkpoint(ckpt, tmp_path / "foreign.pt")
     net = load_supernet(tmp_path / "foreign.pt")  # no hub, no local file: the weights are in the checkpoint
     assert torch.equal(net.state_dict()["head.weight"], ckpt["state_dict"]["head.weight"])
+
+
+def test_the_cli_and_the_library_share_their_defaults():
+    import yaml
+
+    from search.loop import DEFAULTS
+
+    conf = yaml.safe_load((ROOT / "conf" / "search.yaml").read_text())
+    assert {key: conf[key] for key in DEFAULTS} == DEFAULTS
