@@ -17,10 +17,8 @@ Works on plain cost records (`net.layer_costs(arch)`); imports neither `supernet
 
 from __future__ import annotations
 
-import contextlib
 import math
 import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +29,7 @@ import yaml
 from scipy import optimize, stats
 
 from hw_profiles.errors import ProfileError
+from hw_profiles.files import write_text_atomic
 from hw_profiles.profile import HardwareProfile
 from hw_profiles.roofline import Roofline
 
@@ -134,22 +133,9 @@ def calibrated_fields(profile: HardwareProfile, result: Calibration, *, table: s
 
 def write_profile(fields: Mapping[str, Any], path: str | os.PathLike) -> Path:
     """Write a profile YAML atomically (temp file in the same folder, fsync, rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(descriptor, "w") as file:
-            file.write("# Written by `python -m search.measure --calibrate`: a roofline profile whose launch overhead\n"
-                       "# and per-op efficiencies were fitted to measured latencies (see `calibration`).\n")
-            yaml.safe_dump(dict(fields), file, sort_keys=False)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(temporary)
-        raise
-    return path
+    header = ("# Written by `python -m search.measure --calibrate`: a roofline profile whose launch overhead\n"
+              "# and per-op efficiencies were fitted to measured latencies (see `calibration`).\n")
+    return write_text_atomic(path, header + yaml.safe_dump(dict(fields), sort_keys=False))
 
 
 def _efficiency(roofline: Roofline, op: str) -> float:

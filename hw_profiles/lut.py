@@ -28,6 +28,7 @@ from typing import Any
 import yaml
 
 from hw_profiles.errors import ProfileError
+from hw_profiles.files import write_text_atomic
 
 FILE_PATTERN = re.compile(r"^(\d+)_lookup_table\.ya?ml$")
 
@@ -130,20 +131,6 @@ class LookupTable:
 
 def write_lut(path: str | os.PathLike, entries: Mapping[str, Mapping[str, float]]) -> Path:
     """Writes ``{key: {count, mean, std}}`` as a table file in OFA's format, atomically."""
-    import tempfile
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     text = yaml.safe_dump({key: {name: (int(v) if name == "count" else float(v)) for name, v in entry.items()}
                            for key, entry in entries.items()}, sort_keys=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
-    return path
+    return write_text_atomic(path, text)

@@ -9,12 +9,11 @@ does this for a supernet's subnets is `python -m search.measure`: it loads a sup
 
 from __future__ import annotations
 
-import contextlib
 import csv
+import io
 import itertools
 import json
 import os
-import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -23,6 +22,7 @@ from torch import nn
 from tqdm import tqdm
 
 from hw_profiles.errors import ProfileError
+from hw_profiles.files import write_text_atomic
 from hw_profiles.profile import HardwareProfile
 from hw_profiles.table import REQUIRED_COLUMNS, canonical_arch
 
@@ -86,23 +86,12 @@ def write_table(rows: Iterable[Mapping[str, Any]], path: str | os.PathLike) -> P
             raise ValueError(f"table row {number} lacks {', '.join(missing)}")
     extra_columns = dict.fromkeys(key for row in rows for key in row if key not in REQUIRED_COLUMNS)
     columns = [*REQUIRED_COLUMNS, *extra_columns]
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(descriptor, "w", newline="") as file:
-            writer = csv.DictWriter(file, fieldnames=columns)
-            writer.writeheader()
-            for row in rows:
-                writer.writerow({column: _cell(column, row.get(column)) for column in columns})
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(temporary)
-        raise
-    return path
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=columns)
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({column: _cell(column, row.get(column)) for column in columns})
+    return write_text_atomic(path, buffer.getvalue())
 
 
 def _cell(column: str, value: Any) -> Any:
