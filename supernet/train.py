@@ -414,7 +414,8 @@ def run(cfg) -> dict:
     writer = None
     if dist.main:
         run_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write(run_dir / "config.yaml", lambda f: f.write(OmegaConf.to_yaml(cfg)), mode="w")
+        for stale in run_dir.glob(".*.tmp"):  # a save killed mid-write (kill -9, power loss) left it
+            stale.unlink(missing_ok=True)
         writer = SummaryWriter(str(run_dir / "tb"), purge_step=state.step)
         print(f"training {net.config['name']} supernet ({space.cardinality():.3g} subnets, MACs "
               f"{space.macs(space.smallest()) / 1e6:.2f}M..{space.macs(space.largest()) / 1e6:.2f}M) on "
@@ -424,6 +425,9 @@ def run(cfg) -> dict:
     def save(sampler, final=None):
         if dist.main:
             save_checkpoint(checkpoint_dict(net, optimizer, schedule, state, sampler, cfg_container, final), ckpt_path)
+            # beside the checkpoint it describes, only once there is one: a run that fails before its
+            # first save (resume=never over a finished run, say) leaves that run's config.yaml alone
+            atomic_write(run_dir / "config.yaml", lambda f: f.write(OmegaConf.to_yaml(cfg)), mode="w")
 
     stop = StopRequested()
     net.train()

@@ -250,14 +250,14 @@ def test_interrupted_and_resumed_run_ends_with_the_same_weights(tmp_path):
     assert net.space.validate(final[0]["arch"]) == net.space.largest()
 
 
-def train_in_process(tmp_path, run_name, stop_at_step=None):
+def train_in_process(tmp_path, run_name, stop_at_step=None, *extra):
     """``supernet.train.run`` on the settings of ``train_cmd``; with ``stop_at_step``, SIGTERM arrives
     during that (1-based) step, as a Ctrl-C or a scheduler's kill would: returns the exit code."""
     from hydra import compose, initialize_config_dir
 
     import supernet.train as train
 
-    overrides = train_cmd(tmp_path, run_name=run_name)[3:]
+    overrides = train_cmd(tmp_path, *extra, run_name=run_name)[3:]
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         cfg = compose(config_name="train", overrides=overrides)
     real_step, calls = train.sandwich_step, []
@@ -419,3 +419,18 @@ def test_bytes_flipped_inside_a_tensor_are_detected_on_load(tmp_path):
     torch.load(path, weights_only=True)  # the container itself does not notice
     with pytest.raises(CheckpointError, match="is corrupt: its tensors do not match the digest"):
         load_supernet(path)
+
+
+def test_a_failed_run_over_a_finished_one_leaves_its_files_and_no_temp_file(tmp_path, monkeypatch):
+    import supernet.train as train
+
+    assert train_in_process(tmp_path, "done") == 0
+    run_dir = tmp_path / "done"
+    before = {name: (run_dir / name).read_bytes() for name in ("supernet.pt", "config.yaml")}
+    (run_dir / ".supernet.pt.abc123.tmp").write_bytes(b"")  # what a save killed by kill -9 leaves
+    real_step = train.sandwich_step
+    monkeypatch.setattr(train, "sandwich_step", lambda *args: {**real_step(*args), "loss": float("nan")})
+    with pytest.raises(train.TrainingDiverged):
+        train_in_process(tmp_path, "done", None, "resume=never", "kd.ratio=0.5")
+    assert {name: (run_dir / name).read_bytes() for name in before} == before
+    assert not list(run_dir.glob(".*.tmp"))
