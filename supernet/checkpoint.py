@@ -87,17 +87,22 @@ def save_json(obj: Any, path: str | os.PathLike) -> Path:
     return atomic_write(path, lambda f: json.dump(obj, f, indent=2, sort_keys=False), mode="w")
 
 
-def load_checkpoint(path: str | os.PathLike, fmt: str) -> dict:
-    """Loads a file written by ``save_checkpoint`` and checks it holds a ``fmt`` checkpoint."""
+def load_torch_file(path: str | os.PathLike, what: str = "checkpoint"):
+    """``torch.load`` with the safe loader (tensors, numbers, strings and containers only: no pickle
+    code runs); a missing, truncated or corrupt file is a one-line ``CheckpointError``."""
     path = Path(path)
     if not path.is_file():
-        raise CheckpointError(f"checkpoint {str(path)!r} does not exist")
+        raise CheckpointError(f"{what} {str(path)!r} does not exist")
     try:
-        # Our checkpoints hold tensors, numbers, strings and containers only: the safe loader suffices.
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True)
     except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, OSError, ValueError) as err:
         reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise CheckpointError(f"checkpoint {str(path)!r} is truncated or corrupt ({reason[:200]})") from None
+        raise CheckpointError(f"{what} {str(path)!r} is truncated or corrupt ({reason[:200]})") from None
+
+
+def load_checkpoint(path: str | os.PathLike, fmt: str) -> dict:
+    """Loads a file written by ``save_checkpoint`` and checks it holds a ``fmt`` checkpoint."""
+    obj = load_torch_file(path)
     found = obj.get("format") if isinstance(obj, dict) else None
     if found != fmt:
         raise CheckpointError(f"{str(path)!r} is not an {fmt} checkpoint (format: {found!r})")

@@ -15,17 +15,15 @@ accepts them.
 from __future__ import annotations
 
 import argparse
-import pickle
 import re
 import sys
-import zipfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from .checkpoint import SUPERNET_FORMAT, CheckpointError, save_checkpoint
+from .checkpoint import SUPERNET_FORMAT, CheckpointError, load_torch_file, save_checkpoint
 from .errors import ConfigError
 from .models import create_supernet_from_config
 from .ofa_arch import OFA_NETS, ofa_model_config
@@ -149,15 +147,7 @@ def convert_state_dict(net, ofa_state: Mapping[str, torch.Tensor], net_id: str =
 
 
 def load_ofa_file(path: str | Path) -> dict[str, torch.Tensor]:
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"OFA checkpoint {str(path)!r} does not exist")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, OSError, ValueError) as err:
-        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise CheckpointError(f"OFA checkpoint {str(path)!r} is truncated or corrupt ({reason[:200]})") from None
-    return ofa_state_dict_of(obj, repr(str(path)))
+    return ofa_state_dict_of(load_torch_file(path, "OFA checkpoint"), repr(str(path)))
 
 
 def convert_ofa(net_id: str, ofa_state: Mapping[str, torch.Tensor]):
