@@ -12,6 +12,7 @@ from .base import (
     create_predictor,
     list_predictors,
     load_predictor,
+    predictor_options,
     register_predictor,
 )
 from .metrics import report
@@ -21,5 +22,5 @@ from .validation import PredictorError
 __all__ = [
     "DEFAULT_PREDICTOR", "AutoPredictor", "GPPredictor", "MLPPredictor", "Predictor", "PredictorError",
     "RidgePredictor", "XGBoostPredictor", "create_predictor", "list_predictors",
-    "load_predictor", "register_predictor", "report",
+    "load_predictor", "predictor_options", "register_predictor", "report",
 ]

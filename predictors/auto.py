@@ -1,8 +1,6 @@
 """``auto``: picks the model by k-fold cross-validated Kendall tau, as DyNAS-T does."""
 from __future__ import annotations
 
-import inspect
-
 import numpy as np
 from sklearn.model_selection import KFold
 
@@ -11,6 +9,7 @@ from .base import (
     create_predictor,
     list_predictors,
     predictor_from_document,
+    predictor_options,
     register_predictor,
 )
 from .metrics import kendall_tau
@@ -68,8 +67,7 @@ class AutoPredictor(Predictor):
 
     def _create(self, name: str) -> Predictor:
         """A candidate with its defaults, and this predictor's ``loss`` where it takes one."""
-        takes_loss = "loss" in inspect.signature(create_predictor(name).__class__).parameters
-        return create_predictor(name, **({"loss": self.loss} if takes_loss else {}))
+        return create_predictor(name, **({"loss": self.loss} if "loss" in predictor_options(name) else {}))
 
     def _predict(self, X):
         return self._model.predict(X)

@@ -112,13 +112,19 @@ def create_predictor(name: str = DEFAULT_PREDICTOR, **kwargs) -> Predictor:
     """``create_predictor("gp", n_restarts=0)``; an unknown name or option lists the allowed ones."""
     if name not in _PREDICTORS:
         raise PredictorError(f"unknown predictor {name!r}; known predictors: {', '.join(list_predictors())}")
-    cls = _PREDICTORS[name]
-    allowed = list(inspect.signature(cls).parameters)
+    allowed = predictor_options(name)
     unknown = sorted(set(kwargs) - set(allowed))
     if unknown:
         raise PredictorError(f"predictor {name!r} has no option {unknown[0]!r}; "
                              f"its options: {', '.join(allowed) or '(none)'}")
-    return cls(**kwargs)
+    return _PREDICTORS[name](**kwargs)
+
+
+def predictor_options(name: str) -> list[str]:
+    """The keyword options ``create_predictor(name, ...)`` takes (``loss``, ``seed``, ...)."""
+    if name not in _PREDICTORS:
+        raise PredictorError(f"unknown predictor {name!r}; known predictors: {', '.join(list_predictors())}")
+    return list(inspect.signature(_PREDICTORS[name]).parameters)
 
 
 def predictor_from_document(document: dict) -> Predictor:

@@ -3,7 +3,8 @@
     result = run_search(space, evaluate, ("accuracy", "latency_ms"), budget=100)
 
 1. evaluate ``init`` subnets for real (random, plus the largest and the smallest);
-2. fit one predictor per objective that only ``evaluate`` can tell (features: ``space.features``);
+2. fit one predictor per objective that only ``evaluate`` can tell (features: ``space.features``,
+   for latency its structural set, fitted on relative error: ``search.features``);
 3. run a pymoo algorithm for ``generations`` on the predictors (exact objectives stay exact);
 4. evaluate for real ``per_iteration`` new candidates: the most spread of its predicted front
    (``select="spread"``), or those adding the most predicted hypervolume to the real front (``hvi``);
@@ -36,8 +37,9 @@ from pymoo.indicators.hv import HV
 from pymoo.optimize import minimize
 from tqdm import tqdm
 
-from predictors import create_predictor, report
+from predictors import create_predictor, predictor_options, report
 
+from .features import feature_set, objective_features
 from .objectives import DIRECTIONS, SearchConfigError, check_constraints, check_objectives, minimised, pareto_mask
 from .problem import ALGORITHMS, ArchProblem, make_algorithm
 from .report import columns_of, plot_pareto, read_rows, write_rows
@@ -237,7 +239,7 @@ class _Search:
         self.log: list[dict] = []
         self.predictors: dict = {}
         self.keys: set[str] = set()
-        self._features: dict[str, np.ndarray] = {}
+        self._features: dict[tuple[str, str], np.ndarray] = {}
         self.cached = {}  # resumed evaluations by arch key, used as the replay asks for them
         if out_dir is not None and (out_dir / "evaluations.csv").exists():
             self.cached = {space.key(row["arch"]): row for row in read_rows(out_dir / "evaluations.csv")}
@@ -295,36 +297,43 @@ class _Search:
             write_rows(self.out_dir / "evaluations.csv", [*self.rows, *self.cached.values()])
 
     # -- predictors -----------------------------------------------------------------------------
-    def features(self, archs: list[dict]) -> np.ndarray:
-        out = []
+    def features(self, archs: list[dict], name: str) -> np.ndarray:
+        """The feature rows of ``archs`` for the predictor of ``name``: a latency predictor sees the
+        structural set (layer counts, MACs, bytes: what sets the time), accuracy the genes."""
+        for_, out = feature_set(name), []
         for arch in archs:
-            key = self.space.key(arch)
+            key = (for_, self.space.key(arch))
             if key not in self._features:
-                self._features[key] = self.space.features(arch)
+                self._features[key] = objective_features(self.space, [arch], name)[0]
             out.append(self._features[key])
         return np.stack(out)
 
     def fit_predictors(self) -> bool:
         """One predictor per quantity that only the real evaluation gives; False if there is none."""
         start = time.perf_counter()
-        X = self.features([row["arch"] for row in self.rows])
+        archs = [row["arch"] for row in self.rows]
         for name in self.predicted:
             y = np.array([row[name] for row in self.rows], dtype=np.float64)
-            self.predictors[name] = self._new_predictor().fit(X, y)
+            self.predictors[name] = self._new_predictor(name).fit(self.features(archs, name), y)
             chosen = getattr(self.predictors[name], "chosen", None)
             if chosen is not None:  # predictor=auto: say which model it picked, and why
                 scores = ", ".join(f"{n} {t:.3f}" for n, t in self.predictors[name].cv_kendall_tau.items())
                 log.info("%s predictor: auto chose %s (cross-validated Kendall tau: %s)", name, chosen, scores)
                 self.chosen[name] = chosen
         self.fit_seconds = time.perf_counter() - start
-        self.sample_scores = self._score_sample(X)
+        self.sample_scores = self._score_sample(archs)
         return bool(self.predicted)
 
-    def _new_predictor(self):
-        return create_predictor(self.predictor_name, **{**_seeded(self.predictor_name, self.seed),
-                                                        **self.predictor_options})
+    def _new_predictor(self, name: str):
+        """The predictor of ``name``; a latency one fits relative error unless the options say
+        otherwise (latencies span 10x: squared error would fit the slowest subnets only)."""
+        options = {**_seeded(self.predictor_name, self.seed), **self.predictor_options}
+        relative = feature_set(name) == "latency" and "loss" in predictor_options(self.predictor_name)
+        if relative and "loss" not in options:
+            options["loss"] = "relative"
+        return create_predictor(self.predictor_name, **options)
 
-    def _score_sample(self, X: np.ndarray) -> dict[str, float]:
+    def _score_sample(self, archs: list[dict]) -> dict[str, float]:
         """Predictors fitted without the fixed random sample, scored on it: quality over the whole
         space, not only on the candidates (which the search picks where the predictor is confident)."""
         if len(self.sample_keys) < 2 or not self.predicted:
@@ -336,7 +345,8 @@ class _Search:
         start, scores = time.perf_counter(), {}
         for name in self.predicted:
             y = np.array([row[name] for row in self.rows], dtype=np.float64)
-            quality = report(y[held], self._new_predictor().fit(X[~held], y[~held]).predict(X[held]))
+            X = self.features(archs, name)
+            quality = report(y[held], self._new_predictor(name).fit(X[~held], y[~held]).predict(X[held]))
             scores[f"{name}_sample_kendall_tau"] = quality["kendall_tau"]
             scores[f"{name}_sample_mape"] = quality["mape"]
         self.score_seconds = time.perf_counter() - start
@@ -346,8 +356,7 @@ class _Search:
         columns = {name: np.asarray(fn(archs), dtype=np.float64) for name, fn in self.exact.items()
                    if name in self.needed}
         if self.predicted:
-            X = self.features(archs)
-            columns.update({name: self.predictors[name].predict(X) for name in self.predicted})
+            columns.update({name: self.predictors[name].predict(self.features(archs, name)) for name in self.predicted})
         return columns
 
     # -- proposing candidates ---------------------------------------------------------------------

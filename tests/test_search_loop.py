@@ -7,7 +7,7 @@ import yaml
 from conftest import ROOT
 from test_search import ToyEvaluator, ToySpace
 
-from predictors import Predictor, register_predictor
+from predictors import Predictor, register_predictor, report
 from search import SearchConfigError, run_search
 from search.loop import DEFAULTS, pick_hvi
 from search.pick import best_row
@@ -151,3 +151,21 @@ def test_auto_predictor_logs_its_choice(caplog):
         result = toy(budget=30, predictor="auto", predictor_options={"candidates": ("ridge", "xgboost")})
     assert {entry["accuracy_predictor"] for entry in result.log} <= {"ridge", "xgboost"}
     assert "accuracy predictor: auto chose " in caplog.text and "cross-validated Kendall tau: ridge " in caplog.text
+
+
+def test_latency_predictors_see_structural_features_and_fit_relative_error():
+    from test_search import toy_truth
+
+    from search.features import objective_features
+
+    space = ToySpace()
+    result = toy(budget=40)  # latency is predicted: the toy evaluator measures it
+    latency, accuracy = result.predictors["latency_ms"], result.predictors["accuracy"]
+    assert latency.n_features == len(space.feature_names("latency"))
+    assert accuracy.n_features == len(space.feature_names("accuracy"))
+    assert (latency.loss, accuracy.loss) == ("relative", "squared")
+    rng = np.random.default_rng(1)  # archs the search never saw: layer traffic is what sets the toy's latency
+    archs = [{"x": rng.integers(0, 8, 6).tolist()} for _ in range(200)]
+    quality = report(toy_truth([a["x"] for a in archs])[1],
+                     latency.predict(objective_features(space, archs, "latency_ms")))
+    assert quality["kendall_tau"] > 0.9 and quality["mape"] < 8
