@@ -4,6 +4,7 @@ from __future__ import annotations
 import inspect
 from collections.abc import Callable
 
+import torch
 from torch import nn
 
 from ..errors import ConfigError
@@ -30,10 +31,17 @@ def create_supernet(name: str, **cfg) -> nn.Module:
     if name not in _FACTORIES:
         raise ModelConfigError(f"unknown model {name!r}; known models: {', '.join(list_supernets())}")
     factory = _FACTORIES[name]
-    allowed = [p for p in inspect.signature(factory).parameters if p not in ("args", "kwargs")]
-    unknown = sorted(set(cfg) - set(allowed))
+    parameters = {p: v for p, v in inspect.signature(factory).parameters.items() if p not in ("args", "kwargs")}
+    unknown = sorted(set(cfg) - set(parameters))
     if unknown:
-        raise ModelConfigError(f"model {name!r} has no option {unknown[0]!r}; its options: {', '.join(allowed)}")
+        raise ModelConfigError(f"model {name!r} has no option {unknown[0]!r}; its options: {', '.join(parameters)}")
+    # conf/model/*.yaml leave num_classes to the data (supernet.train adds it): a caller of the library
+    # that forgets it gets this line rather than Python's TypeError
+    missing = [p for p, v in parameters.items() if v.default is inspect.Parameter.empty and p not in cfg]
+    if missing:
+        raise ModelConfigError(f"model {name!r} needs option {missing[0]!r}, which the config lacks; pass it, e.g. "
+                               f"create_supernet_from_config(cfg, {missing[0]}=...); its options: "
+                               f"{', '.join(parameters)}")
     return factory(**cfg)
 
 
@@ -46,3 +54,14 @@ def create_supernet_from_config(cfg, **overrides) -> nn.Module:
     if name is None:
         raise ModelConfigError(f"the model config has no 'name'; known models: {', '.join(list_supernets())}")
     return create_supernet(name, **cfg)
+
+
+def space_from_config(cfg, **overrides):
+    """The ``SearchSpace`` of a model config (as ``create_supernet_from_config`` takes it) without the
+    supernet's weights: for what needs only the choices and the analytic costs (sampling, MACs,
+    ``search.lut.lut_latency``), e.g. ``space_from_config(cfg, num_classes=1000)``."""
+    cfg = {**dict(cfg), **overrides}
+    for option in ("pretrained", "pretrained_path"):  # weights only: the space is the same without them
+        cfg.pop(option, None)
+    with torch.device("meta"):  # tensors without storage: no memory, no initialisation work
+        return create_supernet_from_config(cfg).space
