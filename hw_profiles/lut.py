@@ -129,8 +129,10 @@ class LookupTable:
         return float(sum(self.layer_ms(layers, resolution)))
 
 
-def write_lut(path: str | os.PathLike, entries: Mapping[str, Mapping[str, float]]) -> Path:
-    """Writes ``{key: {count, mean, std}}`` as a table file in OFA's format, atomically."""
+def write_lut(path: str | os.PathLike, entries: Mapping[str, Mapping[str, float]], header: str = "") -> Path:
+    """Writes ``{key: {count, mean, ...}}`` as a table file in OFA's format, atomically; ``header``
+    (lines of text) goes first as YAML comments, to say where the figures come from."""
+    comment = "".join(f"# {line}\n" if line else "#\n" for line in header.splitlines())
     text = yaml.safe_dump({key: {name: (int(v) if name == "count" else float(v)) for name, v in entry.items()}
                            for key, entry in entries.items()}, sort_keys=True)
-    return write_text_atomic(path, text)
+    return write_text_atomic(path, comment + text)

@@ -1,9 +1,10 @@
 """Build a device latency table: time concrete models on this machine, write the CSV that a
-`kind: table` profile (or any profile's `table:` field) reads.
+`kind: table` profile (or any profile's `table:` field) reads; or time single layers, for the
+per-layer lookup table that a `kind: lut` profile reads (`measure_layers`, `hw_profiles.lut.write_lut`).
 
 Run on the target device (e.g. a Jetson with the `local_gpu` profile, a Raspberry Pi with
 `local_cpu`), then copy the CSV back and point a profile's `table` at it. The command line that
-does this for a supernet's subnets is `python -m search.measure`: it loads a supernet, which
+does this for a supernet's subnets (`--lut`: its layers) is `python -m search.measure`: it loads a supernet, which
 `hw_profiles` must not import, so it lives in `search`.
 """
 
@@ -14,7 +15,7 @@ import io
 import itertools
 import json
 import os
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,8 @@ from tqdm import tqdm
 
 from hw_profiles.errors import ProfileError
 from hw_profiles.files import write_text_atomic
-from hw_profiles.profile import HardwareProfile
+from hw_profiles.lut import layer_key
+from hw_profiles.profile import HardwareProfile, LatencyResult
 from hw_profiles.table import REQUIRED_COLUMNS, canonical_arch
 
 
@@ -42,35 +44,69 @@ def measure_models(
     less; a smaller one holds fewer models in memory. `input_shape` is one sample's shape, without
     the batch dimension.
     """
+    return [
+        {
+            "arch": dict(arch),
+            "latency_ms": result.ms,
+            "iqr_ms": result.iqr_ms,
+            "n": result.n,
+            "batch_size": profile.batch_size,
+            "input_shape": list(input_shape),
+            "profile": profile.name,
+            "device": profile.device,
+            "backend": profile.backend,
+            "threads": profile.threads,
+        }
+        for arch, input_shape, result in _timed(named_models, profile, chunk, progress, "model")
+    ]
+
+
+def measure_layers(
+    layers: Iterable[tuple[str | Mapping[str, Any], nn.Module, Sequence[int]]],
+    profile: HardwareProfile,
+    *,
+    chunk: int = 100,
+    progress: bool = True,
+) -> dict[str, dict[str, float]]:
+    """Time each `(layer, module, input_shape)` once: `{key: {count, mean, iqr}}` entries of a
+    per-layer lookup table (`write_lut`), keyed as `hw_profiles.lut.layer_key` keys the layer.
+
+    `mean` is what the table sums: the profile's latency of the layer, i.e. the fastest of `count`
+    passes, as whole models are timed here (`measure_models`), so that a table's sum and an
+    end-to-end measurement compare; `iqr` is the passes' interquartile range. Chunks and rounds as
+    in `measure_models`; a layer given twice is an error (each geometry is timed once).
+    """
+    entries: dict[str, dict[str, float]] = {}
+    keyed = ((layer_key(layer), module, shape) for layer, module, shape in layers)
+    for key, _, result in _timed(keyed, profile, chunk, progress, "layer"):
+        if key in entries:
+            raise ValueError(f"layer {key!r} given twice: a lookup table times each geometry once")
+        entries[key] = {"count": result.n, "mean": result.ms, "iqr": result.iqr_ms}
+    return entries
+
+
+def _timed(
+    items: Iterable[tuple[Any, nn.Module, Sequence[int]]],
+    profile: HardwareProfile,
+    chunk: int,
+    progress: bool,
+    unit: str,
+) -> Iterator[tuple[Any, Sequence[int], LatencyResult]]:
+    """`(name, input_shape, result)` of each `(name, model, input_shape)`, timed `chunk` at a time."""
     if profile.kind != "measured":
         raise ProfileError(
-            f"{profile.origin}: measure_models needs a measured profile, but {profile.name!r} is "
+            f"{profile.origin}: timing needs a measured profile, but {profile.name!r} is "
             f"{profile.kind!r}; run it on the device with local_cpu or local_gpu"
         )
     if chunk < 1:
         raise ValueError(f"chunk must be >= 1 (models timed together), got {chunk}")
-    rows = []
-    items = iter(named_models)
-    with tqdm(desc=f"timing on {profile.name}", unit="model", disable=not progress) as bar:
+    items = iter(items)
+    with tqdm(desc=f"timing on {profile.name}", unit=unit, disable=not progress) as bar:
         while batch := list(itertools.islice(items, chunk)):
             results = profile.measure_many([(model, shape) for _, model, shape in batch])
-            for (arch, _, input_shape), result in zip(batch, results, strict=True):
-                rows.append(
-                    {
-                        "arch": dict(arch),
-                        "latency_ms": result.ms,
-                        "iqr_ms": result.iqr_ms,
-                        "n": result.n,
-                        "batch_size": profile.batch_size,
-                        "input_shape": list(input_shape),
-                        "profile": profile.name,
-                        "device": profile.device,
-                        "backend": profile.backend,
-                        "threads": profile.threads,
-                    }
-                )
+            for (name, _, input_shape), result in zip(batch, results, strict=True):
+                yield name, input_shape, result
             bar.update(len(batch))
-    return rows
 
 
 def write_table(rows: Iterable[Mapping[str, Any]], path: str | os.PathLike) -> Path:

@@ -2,6 +2,8 @@
 
     python -m search.measure --supernet runs/train/vit-digits/supernet.pt --hw local_cpu --n 200 \\
         [--seed 0] [--out runs/tables/local_cpu.csv] [--threads 4] [--backend onnxruntime] [--chunk 50]
+    python -m search.measure --lut --supernet runs/train/vit-digits/supernet.pt --hw local_cpu \\
+        [--out runs/tables/local_cpu_lut.yaml]
 
 Run it on the target device (a Jetson with ``--hw local_gpu``, a Raspberry Pi with ``--hw local_cpu``):
 it needs only this package and torch. ``--calibrate PROFILE TABLE`` fits a roofline profile to such a
@@ -9,6 +11,13 @@ table instead (``search/calibrate.py``). It times the largest and the smallest s
 sampled ones, each exported as static modules, and writes ``arch -> latency_ms`` rows. Copy the CSV
 back and set the device's profile ``table:`` (``hw=jetson hw.table=PATH``): the search then reads those
 latencies and fits its latency predictor on them.
+
+``--lut`` times layers instead of subnets: each distinct layer geometry of the space once (those of
+``search.lut.lut_cover``'s archs, cut by ``search.lut.lut_modules``), and writes a per-layer lookup
+table in OFA's YAML format, keyed as ``search.lut.lut_layers`` keys a subnet's layers. A ``kind: lut``
+profile whose ``lut:`` names that file then gives every subnet's latency as the sum of its layers'
+entries, exactly and for free (``hw=note10 hw.name=<device> hw.lut=PATH``). ``--n`` and ``--seed`` do
+not apply. The sum misses what passes between layers (caches, allocation): docs/search.md says how much.
 
 It lives here rather than in ``hw_profiles`` (which holds the timing and the table format) because
 it loads a supernet, and ``hw_profiles`` must not import ``supernet``.
@@ -23,7 +32,11 @@ from pathlib import Path
 import numpy as np
 
 from hw_profiles import HardwareProfile, ProfileError, load_profile, measure_models, write_table
+from hw_profiles.lut import layer_key, write_lut
+from hw_profiles.measure import measure_layers
 from supernet.checkpoint import CheckpointError, load_supernet
+
+from .lut import lut_cover, lut_modules
 
 
 def sample_archs(space, n: int, seed: int) -> list[dict]:
@@ -48,6 +61,30 @@ def exported(net, archs: list[dict]) -> Iterator[tuple[dict, object, tuple[int, 
     for arch in archs:
         res = arch["resolution"]
         yield arch, net.export(arch), (net.in_chans, res, res)
+
+
+def distinct_layers(net) -> Iterator[tuple[str, object, tuple[int, ...]]]:
+    """``(key, module, input shape)`` of every distinct layer of ``net``'s space, each once, exported
+    one covering arch at a time so that only the layers still to be timed are kept alive."""
+    seen = set()
+    for arch in lut_cover(net.space):
+        for layer, module, shape in lut_modules(net, arch):
+            key = layer_key(layer)
+            if key not in seen:
+                seen.add(key)
+                yield key, module, shape
+
+
+def build_lut(net, profile: HardwareProfile, out: str | Path, *, chunk: int | None = None,
+              progress: bool = True) -> Path:
+    """Times every distinct layer of ``net``'s space once on ``profile`` and writes the lookup table."""
+    entries = measure_layers(distinct_layers(net), profile, chunk=chunk or default_chunk(net.space),
+                             progress=progress)
+    header = (f"per-layer latency lookup table, python -m search.measure --lut, profile {profile.name} "
+              f"({profile.device}, {profile.backend}, {profile.threads} thread(s), batch {profile.batch_size})\n"
+              "mean: the layer's latency in ms as the profile times a model (the fastest of `count` passes); "
+              "iqr: the passes' spread")
+    return write_lut(out, entries, header)
 
 
 def default_chunk(space) -> int:
@@ -76,11 +113,14 @@ def main(argv: list[str] | None = None) -> Path:
     parser = argparse.ArgumentParser(prog="python -m search.measure", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--supernet", required=True, help="a trained supernet.pt")
+    parser.add_argument("--lut", action="store_true",
+                        help="time each distinct layer once and write a per-layer lookup table (YAML) instead")
     parser.add_argument("--hw", default="local_cpu",
                         help="a measured profile: local_cpu, local_gpu or a profile YAML path (default: local_cpu)")
     parser.add_argument("--n", type=_positive, default=200, help="sampled subnets besides largest and smallest")
     parser.add_argument("--seed", type=int, default=0, help="seed of the sampled archs")
-    parser.add_argument("--out", help="output CSV (default: runs/tables/<profile name>.csv)")
+    parser.add_argument("--out", help="output CSV (default: runs/tables/<profile name>.csv); with --lut a YAML "
+                                      "(default: runs/tables/<profile name>_lut.yaml)")
     parser.add_argument("--threads", type=_positive, help="override the profile's thread count")
     parser.add_argument("--backend", choices=("torch", "onnxruntime"), help="override the profile's backend")
     parser.add_argument("--chunk", type=_positive,
@@ -92,12 +132,22 @@ def main(argv: list[str] | None = None) -> Path:
     try:
         profile = measured_profile(args.hw, overrides)
         net = load_supernet(args.supernet)
-        archs = sample_archs(net.space, args.n, args.seed)
+        if args.lut:
+            lut_cover(net.space)  # a family without lookup-table layers is refused before any timing
+        else:
+            archs = sample_archs(net.space, args.n, args.seed)
     except (CheckpointError, ProfileError, ValueError) as err:
         sys.exit(f"error: {err}")
-    print(f"timing {len(archs)} subnets of {args.supernet} on {profile.name} "
-          f"({profile.device}, {profile.backend}, {profile.threads} thread(s))")
-    rows = measure_models(exported(net, archs), profile, chunk=args.chunk or default_chunk(net.space))
+    chunk = args.chunk or default_chunk(net.space)
+    setting = f"on {profile.name} ({profile.device}, {profile.backend}, {profile.threads} thread(s))"
+    if args.lut:
+        print(f"timing each distinct layer of {args.supernet} once {setting}")
+        out = build_lut(net, profile, args.out or Path("runs") / "tables" / f"{profile.name}_lut.yaml", chunk=chunk)
+        print(f"wrote {out}; use it with a kind: lut profile, e.g. python -m search.run hw=note10 "
+              f"hw.name={profile.name}_lut hw.lut={out}")
+        return out
+    print(f"timing {len(archs)} subnets of {args.supernet} {setting}")
+    rows = measure_models(exported(net, archs), profile, chunk=chunk)
     out = write_table(rows, args.out or Path("runs") / "tables" / f"{profile.name}.csv")
     print(f"wrote {len(rows)} rows to {out}; use it with hw=<device profile> hw.table={out}")
     return out
