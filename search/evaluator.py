@@ -7,7 +7,9 @@ Latency: from the profile's own source, named in ``latency_source`` beside every
 - estimated (``jetson``, ``rpi4``, ...): the roofline sum over ``net.layer_costs(arch)``; cheap and
   exact for the model, so the search uses it directly on every candidate;
 - table (a profile with ``table:``): the device table's row for the arch, else a predictor fit on
-  the table's rows (``latency_source: table-predicted``).
+  the table's rows (``latency_source: table-predicted``);
+- lut (``kind: lut``, e.g. ``note10``): the sum of the per-layer lookup table's entries of the arch's
+  layers (``search.lut``); cheap, so the search uses it directly on every candidate.
 """
 from __future__ import annotations
 
@@ -24,6 +26,7 @@ from predictors import create_predictor
 from supernet.evaluate import accuracy
 
 from .features import objective_features
+from .lut import lut_layers
 
 
 class SupernetEvaluator:
@@ -52,13 +55,17 @@ class SupernetEvaluator:
         return self.profile.kind == "measured" and self.profile.table is None
 
     def latency(self, arch: dict) -> tuple[float, str]:
-        """One arch's latency from the table or the roofline estimate (``measures`` is False)."""
+        """One arch's latency from the lookup table, the device table or the roofline estimate
+        (``measures`` is False)."""
+        if self.profile.kind == "lut":  # the per-layer sum covers every arch: no table rows needed
+            result = self.profile.latency_ms(layers=lut_layers(self.net.space, arch), resolution=arch["resolution"])
+            return result.ms, result.source
         if self.profile.table is not None:
             return self._from_table(arch)
         return self.profile.estimate_ms(self.net.layer_costs(arch)), "estimated"
 
     def exact(self) -> dict[str, Callable[[list[dict]], np.ndarray]]:
-        """Latency as an exact objective when it costs no measurement (estimate or table)."""
+        """Latency as an exact objective when it costs no measurement (estimate, lookup or device table)."""
         if self.measures:
             return {}
         return {"latency_ms": lambda archs: np.array([self.latency(arch)[0] for arch in archs])}
