@@ -87,6 +87,16 @@ def test_note10_layer_keys_are_ofas(note10):
     assert len(keys) == 2 + 20 + 4
 
 
+@needs_note10
+def test_the_builder_would_time_exactly_the_layers_ofa_measured_on_the_note10(note10):
+    from search.lut import lut_cover, lut_layers
+
+    for r in RESOLUTIONS:  # OFA's table of a resolution: one entry per layer geometry of the w1.2 space
+        ours = {layer_key(layer) for arch in lut_cover(note10.space) if arch["resolution"] == r
+                for layer in lut_layers(note10.space, arch)}
+        assert ours == set(note10.profile.lookup_table.table_for(r)), r
+
+
 def test_missing_layer_names_the_key(tmp_path):
     path = write_lut(tmp_path / "t.yaml", {"Conv-input:8x8x3-output:4x4x8": {"count": 3, "mean": 1.5, "std": 0.1}})
     table = LookupTable.load(path)
