@@ -6,7 +6,8 @@ rule with in-place distillation: the largest subnet learns from the labels, the 
 add up into one optimizer step. The same script runs data-parallel under ``torchrun`` (every rank
 draws the same subnets: the draw is seeded from the step). Writes ``runs/train/<run>/``:
 ``supernet.pt`` (every epoch end and on SIGINT/SIGTERM, atomically), ``metrics.csv``, ``tb/`` and
-``config.yaml``; ``resume=auto`` continues from ``supernet.pt``.
+``config.yaml``; ``resume=auto`` continues from ``supernet.pt``. ``init_from=PATH`` starts from another
+``supernet.pt``'s weights (fine-tuning, e.g. a supernet converted from OFA) instead of a fresh init.
 """
 from __future__ import annotations
 
@@ -26,7 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Sampler
 
-from .checkpoint import SUPERNET_FORMAT, CheckpointError, atomic_write, load_checkpoint, save_checkpoint
+from .checkpoint import SUPERNET_FORMAT, CheckpointError, atomic_write, load_checkpoint, load_supernet, save_checkpoint
 from .cli import CONF_DIR, hydra_command
 from .data import DataError, build_data, calibration_loader
 from .errors import ConfigError
@@ -189,7 +190,7 @@ class StopRequested:
 
 
 def checkpoint_dict(net, optimizer, schedule, state: TrainState, sampler, cfg_container: dict,
-                    final: dict | None = None) -> dict:
+                    final: dict | None = None, init: dict | None = None) -> dict:
     epoch = min(state.epoch, schedule.total_epochs - 1)
     phase = schedule.phase_index(epoch)
     return {
@@ -203,7 +204,8 @@ def checkpoint_dict(net, optimizer, schedule, state: TrainState, sampler, cfg_co
                         "rng": {"torch": torch.get_rng_state()},
                         "sampler": None if sampler is None else sampler.state_dict(),
                         "complete": state.epoch >= schedule.total_epochs},
-        "metrics": {"history": state.history, **({"final": final} if final else {})},
+        "metrics": {"history": state.history, **({"init_from": init} if init else {}),
+                    **({"final": final} if final else {})},
         "config": cfg_container,
     }
 
@@ -246,8 +248,14 @@ def changed_settings(saved: dict, current: dict, prefix: str = "") -> list[str]:
 
 def default_run_name(cfg) -> str:
     """``<model config>-<data>`` (``vit_tiny-digits``): the config file chosen with ``+model=``, which
-    hydra records, else the model family's name (a config composed without hydra's runtime)."""
+    hydra records, else the model family's name (a config composed without hydra's runtime). A
+    fine-tuning run is ``<source run>-finetune-<data>``, apart from the runs trained from scratch."""
     from hydra.core.hydra_config import HydraConfig
+
+    if cfg.get("init_from"):
+        source = Path(cfg.init_from)
+        name = source.parent.name if source.name == "supernet.pt" and source.parent.name else source.stem
+        return f"{name}-finetune-{cfg.data.name}"
 
     choice = HydraConfig.get().runtime.choices.get("model") if HydraConfig.initialized() else None
     return f"{choice or cfg.model.name}-{cfg.data.name}"
@@ -302,6 +310,10 @@ def check_options(cfg) -> None:
     _number(cfg, "label_smoothing", 0, 1, high_open=True)
     _number(cfg, "weight_decay", 0)
     _number(cfg, "min_lr_ratio", 0, 1)
+    _number(cfg, "finetune.epochs", 1, integer=True)
+    _number(cfg, "finetune.lr", 0, low_open=True)
+    if cfg.get("init_from") is not None and not isinstance(cfg.init_from, str):
+        raise ConfigError(f"init_from={cfg.init_from!r}; allowed: the path of a supernet.pt or null")
     betas = _select(cfg, "betas")
     if not (len(betas or ()) == 2 and all(isinstance(b, (int, float)) and 0 <= b < 1 for b in betas)):
         raise ConfigError(f"betas={betas!r}; allowed: two numbers in [0, 1)")
@@ -323,12 +335,58 @@ def pick_device(name: str, dist: Dist) -> torch.device:
     return torch.device("cpu")
 
 
+# -- fine-tuning: init_from=PATH -------------------------------------------------------------------
+SEEDING_OPTIONS = ("pretrained", "pretrained_path")  # a model config's weight seeding (InstaTune)
+
+
+def finetune_model(source: nn.Module, finetune) -> dict:
+    """The model config of ``init_from`` without ``+model``: the source's own (its head sized by the
+    data, as for every model config), trained by one phase of ``finetune.epochs`` at ``finetune.lr``
+    over the dimensions the source was trained elastically on (OFA's: all), its subnets being trained
+    already; a dimension it never trained needs a phase of its own (+model with a schedule)."""
+    model = {key: value for key, value in source.config.items() if key != "num_classes"}
+    return {**model, "schedule": [{"name": "finetune", "epochs": finetune.epochs, "lr": finetune.lr,
+                                   "unlock": list(elastic_dims(source))}]}
+
+
+def elastic_dims(source: nn.Module) -> tuple[str, ...]:
+    """The dimensions ``source``'s weights were already trained elastically on: those its schedule had
+    unlocked by its last finished epoch, plus those it inherited itself; every dimension for a supernet
+    trained elsewhere (converted from OFA: no schedule here)."""
+    schedule_cfg = (source.train_config.get("model") or {}).get("schedule")
+    if not schedule_cfg:
+        return tuple(source.space.keys)
+    history = source.metrics.get("history") or []
+    inherited = (source.metrics.get("init_from") or {}).get("elastic") or []
+    trained: tuple[str, ...] = ()
+    if history:
+        schedule = Schedule(schedule_cfg, 1, source.space.keys)
+        trained = schedule.unlocked(schedule.phase_index(min(len(history), schedule.total_epochs) - 1))
+    return tuple(dict.fromkeys([*inherited, *trained]))
+
+
+def start_from(net: nn.Module, source: nn.Module, path: str) -> list[str]:
+    """Copies ``source``'s weights into ``net``; returns the head's keys, left newly initialised when
+    the data has another number of classes than the source's head (timm's ``num_classes=``)."""
+    differing = [f"{key}: {source.config.get(key)!r} in the checkpoint, {net.config.get(key)!r} in +model"
+                 for key in sorted(set(source.config) | set(net.config))
+                 if key != "num_classes" and source.config.get(key) != net.config.get(key)]
+    if differing:
+        raise ConfigError(f"+model is another model than init_from={path!r} ({'; '.join(differing)}): leave "
+                          "+model out to fine-tune the checkpoint's own model")
+    theirs, own = source.state_dict(), net.state_dict()
+    head = sorted(key for key in own if own[key].shape != theirs[key].shape)
+    net.load_state_dict({key: value for key, value in theirs.items() if key not in head}, strict=not head)
+    return head
+
+
 def run(cfg) -> dict:
     """Trains (or resumes) the supernet of ``cfg``; returns the final metrics."""
     from omegaconf import OmegaConf
 
-    if "model" not in cfg:
-        raise ConfigError(f"choose a model with +model=NAME; models: {', '.join(known_models())}")
+    if "model" not in cfg and not cfg.get("init_from"):
+        raise ConfigError(f"choose a model with +model=NAME; models: {', '.join(known_models())}; "
+                          "or fine-tune a supernet.pt with init_from=PATH")
     check_options(cfg)
     from torch.utils.tensorboard import SummaryWriter
     from tqdm import tqdm
@@ -341,11 +399,28 @@ def run(cfg) -> dict:
     torch.manual_seed(cfg.seed)
     cfg_container = OmegaConf.to_container(cfg, resolve=True)
 
+    run_dir = Path(cfg.out_dir) / (cfg.run_name or default_run_name(cfg))
+    ckpt_path = run_dir / "supernet.pt"
+    resume_from = {"auto": ckpt_path if ckpt_path.exists() else None, "never": None}.get(cfg.resume, cfg.resume)
+    ckpt = None if resume_from is None else load_checkpoint(resume_from, SUPERNET_FORMAT)
+    # a run with its own checkpoint continues from it: init_from only seeds the run's first start
+    source = load_supernet(cfg.init_from) if cfg.init_from and ckpt is None else None
+    if "model" not in cfg:  # init_from without +model: the checkpoint's own model
+        if source is not None:
+            cfg_container["model"] = finetune_model(source, cfg.finetune)
+        elif not (ckpt.get("config") or {}).get("model"):
+            raise CheckpointError(f"{str(resume_from)!r} records no model config (config.model): resume it with "
+                                  "+model=NAME")
+        else:
+            cfg_container["model"] = ckpt["config"]["model"]
+
     data_cfg = dict(cfg_container["data"])
     data = build_data(data_cfg.pop("name"), **data_cfg)
     if data.num_classes < 2:
         raise DataError(f"data={cfg.data.name} has {data.num_classes} class: a classifier needs at least 2")
     model_cfg = dict(cfg_container["model"])
+    if cfg.init_from:  # the weights come from the checkpoint: seeding them would open a hub or file for nothing
+        model_cfg.update({key: None for key in SEEDING_OPTIONS if key in model_cfg})
     schedule_cfg = model_cfg.pop("schedule", None)
     if not schedule_cfg:
         raise ConfigError("the model config has no 'schedule' (the progressive-shrinking phases)")
@@ -354,6 +429,17 @@ def run(cfg) -> dict:
                          "channels")
     net = create_supernet_from_config(model_cfg, num_classes=data.num_classes).to(device)
     space = net.space
+    # init_from's record: where the weights came from and the dimensions they were already elastic in
+    # (channel sorting keeps those prefixes); a resumed run reads it back from its own checkpoint
+    init, new_head = None, []
+    if source is not None:
+        new_head = start_from(net, source, cfg.init_from)
+        init = {"path": str(cfg.init_from), "digest": source.digest, "elastic": list(elastic_dims(source))}
+        source_classes = source.config["num_classes"]
+        del source  # a second copy of the weights (ResNet50: 100 MB) for the whole run otherwise
+    elif ckpt is not None:
+        init = ckpt.get("metrics", {}).get("init_from")
+    inherited = tuple(init["elastic"]) if init else ()
 
     bs = cfg.batch_size
     epoch_sampler = EpochSampler(len(data.train), bs, cfg.seed, dist)
@@ -374,12 +460,8 @@ def run(cfg) -> dict:
     optimizer = torch.optim.AdamW(param_groups(net, cfg.weight_decay), lr=schedule.phases[0].lr,
                                   betas=tuple(cfg.betas))
 
-    run_dir = Path(cfg.out_dir) / (cfg.run_name or default_run_name(cfg))
-    ckpt_path = run_dir / "supernet.pt"
     state = TrainState()
-    resume_from = {"auto": ckpt_path if ckpt_path.exists() else None, "never": None}.get(cfg.resume, cfg.resume)
-    if resume_from is not None:
-        ckpt = load_checkpoint(resume_from, SUPERNET_FORMAT)
+    if ckpt is not None:
         if ckpt["model"] != net.config:
             raise CheckpointError(f"{str(resume_from)!r} holds a supernet of another model config "
                                   f"({ckpt['model'].get('name')!r}, {_differences(ckpt['model'], net.config)}); "
@@ -396,7 +478,8 @@ def run(cfg) -> dict:
                            dict(ts.get("epoch_sums") or {}))
         torch.set_rng_state(ts["rng"]["torch"])
         if dist.main:
-            print(f"resuming {resume_from} at epoch {state.epoch}, step {state.step}")
+            print(f"resuming {resume_from} at epoch {state.epoch}, step {state.step}"
+                  + (" (its own weights: init_from is not read again)" if cfg.init_from else ""))
         if ts["complete"] and "final" in ckpt["metrics"]:
             if dist.main:
                 print(f"{ckpt_path} is already trained ({schedule.total_epochs} epochs); final test accuracy:")
@@ -421,13 +504,19 @@ def run(cfg) -> dict:
               f"{space.macs(space.smallest()) / 1e6:.2f}M..{space.macs(space.largest()) / 1e6:.2f}M) on "
               f"{cfg.data.name} ({len(data.train)} train images), {schedule.total_epochs} epochs x "
               f"{steps_per_epoch} steps, world size {dist.world}, device {device} -> {run_dir}")
+        if init and ckpt is None:
+            head = (f"; new head ({', '.join(new_head)}) for the data's {data.num_classes} classes, the checkpoint "
+                    f"had {source_classes}" if new_head else "")
+            print(f"starting from {init['path']} (already elastic in {', '.join(inherited) or 'nothing'}{head})")
 
     def save(sampler, final=None):
         if dist.main:
-            save_checkpoint(checkpoint_dict(net, optimizer, schedule, state, sampler, cfg_container, final), ckpt_path)
+            save_checkpoint(checkpoint_dict(net, optimizer, schedule, state, sampler, cfg_container, final, init),
+                            ckpt_path)
             # beside the checkpoint it describes, only once there is one: a run that fails before its
             # first save (resume=never over a finished run, say) leaves that run's config.yaml alone
-            atomic_write(run_dir / "config.yaml", lambda f: f.write(OmegaConf.to_yaml(cfg)), mode="w")
+            # the container: it holds the model config init_from took from its checkpoint
+            atomic_write(run_dir / "config.yaml", lambda f: f.write(OmegaConf.to_yaml(cfg_container)), mode="w")
 
     stop = StopRequested()
     net.train()
@@ -435,7 +524,8 @@ def run(cfg) -> dict:
         phase_index = schedule.phase_index(epoch)
         phase, unlocked = schedule.phases[phase_index], schedule.unlocked(phase_index)
         if epoch == schedule.first_epoch(phase_index) and state.step_in_epoch == 0:
-            sort_channels_for(net, optimizer, phase, schedule.unlocked(phase_index - 1) if phase_index else ())
+            trained = (*inherited, *(schedule.unlocked(phase_index - 1) if phase_index else ()))
+            sort_channels_for(net, optimizer, phase, tuple(dict.fromkeys(trained)))
         if sampler_phase != phase_index:
             sampler, sampler_phase = phase_sampler(phase_index), phase_index
         epoch_sampler.set_epoch(epoch, state.step_in_epoch)

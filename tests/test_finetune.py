@@ -1,0 +1,192 @@
+"""Fine-tuning from a supernet.pt (``supernet.train init_from=PATH``) and searching a supernet on other
+data than it records (``search.run data=NAME data.root=DIR``)."""
+import os
+import signal
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from conftest import ROOT
+from hydra import compose, initialize_config_dir
+from PIL import Image
+
+from supernet.checkpoint import load_checkpoint, load_supernet
+from supernet.errors import ConfigError
+
+# a narrow digits MobileNetV3: a CNN learns digits in a few dozen steps (the digits ViT needs epochs)
+MODEL = ["model.base_widths=[8,8,8,8,16,16,16,32,64]", "model.resolution=[8,12]", "model.bits=[32]"]
+SOURCE_SCHEDULE = ("model.schedule=[{name:largest,epochs:1,lr:0.003,unlock:[resolution]},"
+                   "{name:kernel,epochs:1,lr:0.002,unlock:[ks,depth]}]")
+QUICK = ["max_steps_per_epoch=4", "batch_size=16", "sampler.pool_size=100", "num_eval_subnets=0",
+         "bn_calib_images=64", "threads=1"]
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def train(*overrides, stop_at_step=None) -> int:
+    """``supernet.train.run`` in this process on ``overrides``; with ``stop_at_step``, SIGTERM arrives
+    during that (1-based) step, as a scheduler's kill would. Returns the exit code."""
+    import supernet.train as trainer
+
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose(config_name="train", overrides=[*QUICK, *overrides])
+    real_step, calls = trainer.sandwich_step, []
+
+    def step(*args):
+        calls.append(1)
+        if len(calls) == stop_at_step:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return real_step(*args)
+
+    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    trainer.sandwich_step = step
+    try:
+        trainer.run(cfg)
+    except SystemExit as exit_:
+        return exit_.code
+    finally:
+        trainer.sandwich_step = real_step
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
+    return 0
+
+
+@pytest.fixture(scope="module")
+def source(tmp_path_factory):
+    """A digits supernet trained here for 80 steps (two phases: resolution, then kernel and depth
+    elastic): its largest subnet scores ~60% (chance: 10%)."""
+    out = tmp_path_factory.mktemp("train")
+    assert train("+model=mobilenetv3", *MODEL, f"out_dir={out}", "run_name=src", SOURCE_SCHEDULE,
+                 "max_steps_per_epoch=40", "batch_size=32", "sandwich.num_random=0") == 0
+    return out / "src" / "supernet.pt"
+
+
+def read(path) -> dict:
+    return load_checkpoint(path, "ofa-nas/supernet")
+
+
+def parameters(ckpt: dict) -> dict:
+    """The learned tensors: batch norm's running statistics move in any training forward (and every
+    evaluation re-estimates them)."""
+    return {key: value for key, value in ckpt["state_dict"].items() if value.is_floating_point()
+            and not key.endswith(("running_mean", "running_var"))}
+
+
+def largest_accuracy(ckpt: dict) -> float:
+    return next(r["accuracy"] for r in ckpt["metrics"]["final"]["subnets"] if r["subnet"] == "largest")
+
+
+def test_a_finetune_at_a_vanishing_rate_keeps_the_source_weights(source, tmp_path):
+    # init_from was an unknown key before: the run would not even compose
+    assert train(f"init_from={source}", f"out_dir={tmp_path}", "finetune.epochs=1", "finetune.lr=1e-12",
+                 "max_steps_per_epoch=2") == 0
+    run_dir = tmp_path / "src-finetune-digits"
+    tuned, src = read(run_dir / "supernet.pt"), read(source)
+    assert tuned["train_state"]["step"] == 2 and tuned["train_state"]["complete"]
+    assert tuned["model"] == src["model"]  # the checkpoint's own model, no +model given
+    assert tuned["metrics"]["init_from"] == {"path": str(source), "digest": src["digest"],
+                                             "elastic": ["resolution", "ks", "depth"]}
+    assert [row["phase"] for row in tuned["metrics"]["history"]] == ["finetune"]
+    assert tuned["config"]["model"]["schedule"] == [{"name": "finetune", "epochs": 1, "lr": 1e-12,
+                                                     "unlock": ["resolution", "ks", "depth"]}]
+    for key, value in parameters(src).items():  # the weights it started from, not a fresh init
+        assert torch.allclose(tuned["state_dict"][key], value, rtol=0, atol=1e-9), key
+    assert largest_accuracy(tuned) == largest_accuracy(src)
+    assert "schedule:" in (run_dir / "config.yaml").read_text()  # the model trained, as for +model runs
+    load_supernet(run_dir / "supernet.pt")  # a normal supernet.pt: search.run and export take it
+
+
+def test_the_command_line_finetunes_at_a_small_rate_and_stays_close(source, tmp_path):
+    cmd = [sys.executable, "-m", "supernet.train", f"init_from={source}", f"out_dir={tmp_path}", "run_name=ft",
+           "finetune.epochs=1", "finetune.lr=1e-4", *QUICK, "max_steps_per_epoch=2"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=600,
+                          env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert f"starting from {source} (already elastic in resolution, ks, depth)" in proc.stdout
+    tuned, src = read(tmp_path / "ft" / "supernet.pt"), read(source)
+    diffs = [(tuned["state_dict"][k] - v).abs().max().item() for k, v in parameters(src).items()]
+    assert 0 < max(diffs) < 5e-3  # two AdamW steps of at most ~lr each
+    assert abs(largest_accuracy(tuned) - largest_accuracy(src)) <= 0.05
+
+
+def test_a_resumed_finetune_continues_from_its_own_checkpoint(source, tmp_path):
+    common = [f"init_from={source}", f"out_dir={tmp_path}", "finetune.epochs=2", "finetune.lr=1e-3",
+              "max_steps_per_epoch=2"]
+    assert train(*common, "run_name=straight") == 0
+    assert train(*common, "run_name=broken", stop_at_step=3) == 128 + signal.SIGTERM
+    assert read(tmp_path / "broken" / "supernet.pt")["train_state"]["step"] == 3
+    moved = source.with_name("moved.pt")
+    source.rename(moved)  # resume reads the run's own checkpoint: init_from is not opened again
+    try:
+        assert train(*common, "run_name=broken") == 0
+    finally:
+        moved.rename(source)
+    straight = read(tmp_path / "straight" / "supernet.pt")
+    resumed = read(tmp_path / "broken" / "supernet.pt")
+    assert resumed["train_state"]["step"] == 4 and resumed["metrics"]["init_from"] == straight["metrics"]["init_from"]
+    for key, value in straight["state_dict"].items():
+        assert torch.equal(value, resumed["state_dict"][key]), key
+
+
+def test_plus_model_must_be_the_checkpoints_model_and_then_brings_its_schedule(source, tmp_path):
+    with pytest.raises(ConfigError, match=r"\+model is another model than init_from=.*\(ks: \[3, 5, 7\] "
+                                          r"in the checkpoint, \[3, 5\] in \+model\)"):
+        train("+model=mobilenetv3", *MODEL, "model.ks=[3,5]", f"init_from={source}", f"out_dir={tmp_path}")
+    with pytest.raises(ConfigError, match="model.in_chans=1 but data=imagefolder has 3 channels"):
+        train(f"init_from={source}", f"out_dir={tmp_path}", "data=imagefolder", f"data.root={image_folder(tmp_path)}")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["images"]  # no run directory for a refused run
+    assert train("+model=mobilenetv3", *MODEL, "model.schedule=[{name:tune,epochs:1,lr:0.0001,unlock:[depth]}]",
+                 f"init_from={source}", f"out_dir={tmp_path}", "max_steps_per_epoch=1") == 0
+    tuned = read(tmp_path / "src-finetune-digits" / "supernet.pt")
+    assert [row["phase"] for row in tuned["metrics"]["history"]] == ["tune"]
+
+
+def image_folder(root, classes=3, per_class=6, size=32):
+    """An ImageNet-layout folder of random RGB PNGs: train/<class>/ and val/<class>/."""
+    rng = np.random.default_rng(0)
+    for split, n in (("train", per_class), ("val", 2)):
+        for c in range(classes):
+            folder = root / "images" / split / f"class{c}"
+            folder.mkdir(parents=True, exist_ok=True)
+            for i in range(n):
+                # the classes differ in brightness
+                pixels = rng.integers(0, 256, (size, size, 3), dtype=np.uint8) // (c + 1)
+                Image.fromarray(pixels).save(folder / f"{i}.png")
+    return root / "images"
+
+
+def test_a_converted_ofa_supernet_finetunes_on_small_images_with_a_new_head(tmp_path):
+    from test_ofa import build_ofa, randomised
+
+    from supernet.convert import main as convert
+
+    images = image_folder(tmp_path)
+    torch.save({"state_dict": randomised(build_ofa("ofa_mbv3_d234_e346_k357_w1.0"), seed=0).state_dict()},
+               tmp_path / "ofa.pth")
+    converted = convert(["ofa", "ofa_mbv3_d234_e346_k357_w1.0", str(tmp_path / "ofa.pth"),
+                         "--out", str(tmp_path / "ofa-mbv3-w10" / "supernet.pt")])
+    assert train(f"init_from={converted}", f"out_dir={tmp_path}", "data=imagefolder", f"data.root={images}",
+                 "data.img_size=128", "data.val_fraction=0.25", "finetune.epochs=1", "max_steps_per_epoch=2",
+                 "batch_size=2", "eval_batch_size=6", "bn_calib_images=4", "sampler.pool_size=50") == 0
+    tuned = read(tmp_path / "ofa-mbv3-w10-finetune-imagefolder" / "supernet.pt")
+    src = read(converted)
+    assert tuned["train_state"]["step"] == 2
+    assert tuned["model"] == {**src["model"], "num_classes": 3}
+    assert tuned["state_dict"]["classifier.weight"].shape == (3, 1280)  # a new head for the 3 classes
+    net = load_supernet(converted)
+    assert tuned["metrics"]["init_from"]["elastic"] == list(net.space.keys)  # OFA trained every dimension
+    # the layers channel sorting leaves in place carry OFA's weights, moved by two steps at lr 1e-4
+    kept = [k for k in src["state_dict"] if k.startswith(("stem.", "first_block.", "final_expand.", "feature_mix."))
+            or "kernel_transforms" in k]
+    assert len(kept) > 20
+    for key in kept:
+        if src["state_dict"][key].is_floating_point() and "running" not in key:
+            assert torch.allclose(tuned["state_dict"][key], src["state_dict"][key], rtol=0, atol=1e-3), key
