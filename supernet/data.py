@@ -18,7 +18,14 @@ from torch.utils.data import DataLoader, Dataset, Subset, TensorDataset
 
 
 class DataError(ValueError):
-    """A dataset that cannot be built: unknown name, missing files."""
+    """A dataset that cannot be built or read: unknown name, missing files, an empty class, a corrupt image."""
+
+    def __init__(self, message: str):
+        # raised in a DataLoader worker, it comes back as "Caught DataError in DataLoader worker
+        # process 0.\nOriginal Traceback ...\nsupernet.data.DataError: <message>": keep the message
+        if "\nOriginal Traceback" in message:
+            message = message.rstrip().splitlines()[-1].split("DataError: ", 1)[-1]
+        super().__init__(message)
 
 
 @dataclass
@@ -136,11 +143,44 @@ def cifar10(root: str | None = None, img_size: int = 32, val_fraction: float = 0
                                "resize": "32x32 RGB images, bilinear (antialiased) to the subnet's resolution"})
 
 
+def load_image(path: str):
+    """An image file as RGB; one that cannot be decoded is a ``DataError`` naming it. Checked when
+    read, not up front: decoding every file of ImageNet before training would take an hour."""
+    from PIL import Image
+
+    try:
+        with open(path, "rb") as f:
+            return Image.open(f).convert("RGB")
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:  # PIL's kinds of broken file
+        raise DataError(f"{path}: not a readable image ({err}); remove or replace the file") from None
+
+
+def _image_folder(directory: str, transform):
+    """``torchvision``'s ImageFolder of ``directory``, refused in one line when it has no class
+    folder or a class folder without images (a class that could never be learnt or scored)."""
+    from torchvision.datasets import ImageFolder
+    from torchvision.datasets.folder import IMG_EXTENSIONS
+
+    try:
+        # allow_empty: the empty classes are found below from the labels, without a second walk
+        found = ImageFolder(directory, transform=transform, loader=load_image, allow_empty=True)
+    except FileNotFoundError:
+        raise DataError(f"{directory!r} has no class folders (expected {directory}/<class>/<image>)") from None
+    counts = np.bincount(np.asarray(found.targets, dtype=np.int64), minlength=len(found.classes))
+    empty = [os.path.join(directory, name) for name, n in zip(found.classes, counts, strict=True) if n == 0]
+    if empty:
+        more = f" (and {len(empty) - 1} more)" if len(empty) > 1 else ""
+        raise DataError(f"class folder {empty[0]!r}{more} has no images ({', '.join(IMG_EXTENSIONS)}); "
+                        "add images or remove the folder")
+    return found
+
+
 def imagefolder(root: str | None = None, img_size: int = 224, val_fraction: float = 0.05, seed: int = 0,
                 **_) -> Data:
     """``root/train/<class>/*`` and ``root/val/<class>/*`` (ImageNet layout); val is the test split."""
+    import copy
+
     import torchvision.transforms as T
-    from torchvision.datasets import ImageFolder
 
     root = _require_root(root, "imagefolder", "a folder with train/ and val/ class subfolders")
     for split in ("train", "val"):
@@ -149,9 +189,14 @@ def imagefolder(root: str | None = None, img_size: int = 224, val_fraction: floa
     norm = T.Normalize((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
     train_tf = T.Compose([T.RandomResizedCrop(img_size), T.RandomHorizontalFlip(), T.ToTensor(), norm])
     eval_tf = T.Compose([T.Resize(int(img_size / 0.875)), T.CenterCrop(img_size), T.ToTensor(), norm])
-    train_aug = ImageFolder(os.path.join(root, "train"), transform=train_tf)
-    train_plain = ImageFolder(os.path.join(root, "train"), transform=eval_tf)
-    test = ImageFolder(os.path.join(root, "val"), transform=eval_tf)
+    train_aug = _image_folder(os.path.join(root, "train"), train_tf)
+    train_plain = copy.copy(train_aug)  # the same file list (one walk of train/), another transform
+    train_plain.transform = eval_tf
+    test = _image_folder(os.path.join(root, "val"), eval_tf)
+    if test.classes != train_aug.classes:  # labels are class indices: another class set shifts them
+        differ = sorted(set(test.classes) ^ set(train_aug.classes))
+        raise DataError(f"data.root={root!r}: val/ and train/ have different class folders ({len(differ)} in one "
+                        f"only, e.g. {differ[0]!r}); both need the same classes")
     train_idx, val_idx = _split(len(train_aug), val_fraction, seed)
     return Data(Subset(train_aug, train_idx.tolist()), Subset(train_plain, val_idx.tolist()), test,
                 Subset(train_plain, train_idx.tolist()), num_classes=len(train_aug.classes), in_chans=3,

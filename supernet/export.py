@@ -30,8 +30,18 @@ from onnxscript import ir
 from onnxscript import opset21 as op
 from torch import nn
 
-from .checkpoint import SUBNET_FORMAT, atomic_write, default_permissions, load_checkpoint, save_checkpoint, save_json
-from .models import create_supernet
+from .checkpoint import (
+    SUBNET_FORMAT,
+    atomic_write,
+    build_from_config,
+    default_permissions,
+    load_checkpoint,
+    load_weights,
+    reporting_full_disk,
+    save_checkpoint,
+    save_json,
+)
+from .models import create_supernet_from_config
 
 
 def example_input(net: nn.Module, arch: dict, batch_size: int = 1) -> torch.Tensor:
@@ -156,32 +166,33 @@ def save_subnet(net: nn.Module, arch: dict, out_dir: str | os.PathLike, *, metri
     arch = net.space.validate(arch)
     static = net.export(arch)
     x = example_input(net, arch, batch_size=2)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=out_dir.parent))
-    try:
-        save_checkpoint({"format": SUBNET_FORMAT, "version": 1, "model": dict(net.config), "arch": arch,
-                         "state_dict": static.state_dict()}, tmp / "model.pt")
-        _write_pt2(static, x, tmp / "model.pt2")
-        if onnx:
-            _write_onnx(static, x, tmp / "model.onnx")
-        res = arch["resolution"]
-        save_json({"model": net.config["name"], "arch": arch, "metrics": metrics or {},
-                   "input": {"shape": [1, net.in_chans, res, res], **(preprocessing or {})},
-                   "supernet": None if supernet_path is None else str(supernet_path),
-                   "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")},
-                  tmp / "arch.json")
-        default_permissions(tmp)
-        if out_dir.exists():  # swap: the old directory is removed only once the new one is in place
-            old = out_dir.with_name(f".{out_dir.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(out_dir, old)
-            os.replace(tmp, out_dir)
-            shutil.rmtree(old)
-        else:
-            os.replace(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    with reporting_full_disk(out_dir):  # the temp directory and the renames, beside atomic_write's files
+        out_dir.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=out_dir.parent))
+        try:
+            save_checkpoint({"format": SUBNET_FORMAT, "version": 1, "model": dict(net.config), "arch": arch,
+                             "state_dict": static.state_dict()}, tmp / "model.pt")
+            _write_pt2(static, x, tmp / "model.pt2")
+            if onnx:
+                _write_onnx(static, x, tmp / "model.onnx")
+            res = arch["resolution"]
+            save_json({"model": net.config["name"], "arch": arch, "metrics": metrics or {},
+                       "input": {"shape": [1, net.in_chans, res, res], **(preprocessing or {})},
+                       "supernet": None if supernet_path is None else str(supernet_path),
+                       "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")},
+                      tmp / "arch.json")
+            default_permissions(tmp)
+            if out_dir.exists():  # swap: the old directory is removed only once the new one is in place
+                old = out_dir.with_name(f".{out_dir.name}.old")
+                shutil.rmtree(old, ignore_errors=True)
+                os.replace(out_dir, old)
+                os.replace(tmp, out_dir)
+                shutil.rmtree(old)
+            else:
+                os.replace(tmp, out_dir)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
     return out_dir
 
 
@@ -196,30 +207,64 @@ def load_subnet(path: str | os.PathLike) -> nn.Module:
     if path.is_dir():
         path = path / "model.pt"
     ckpt = load_checkpoint(path, SUBNET_FORMAT)
-    config = dict(ckpt["model"])
-    name = config.pop("name")
     with torch.device("meta"):
-        static = create_supernet(name, **config).export(ckpt["arch"])
+        static = build_from_config(ckpt["model"], path,
+                                   lambda model: create_supernet_from_config(model).export(ckpt["arch"]))
     static = static.to_empty(device="cpu")
-    static.load_state_dict(ckpt["state_dict"])
+    load_weights(static, ckpt["state_dict"], path)
     static.arch, static.model_config = ckpt["arch"], ckpt["model"]
     return static.eval()
+
+
+class ExportError(ValueError):
+    """A bad command-line value of ``supernet.export``."""
+
+
+def check_out_dir(out: Path) -> None:
+    """``--out`` must be a folder, or a path where one can be made: refused before any work."""
+    existing = next(p for p in (out, *out.parents) if p.exists())
+    if not existing.is_dir():
+        raise ExportError(f"--out {str(out)!r}: {str(existing)!r} is a file; allowed: a folder (made if missing)")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ExportError(f"--out {str(out)!r}: {str(existing)!r} is not writable; allowed: a folder you can write")
+
+
+def parse_archs(space, texts: list[str]) -> list[tuple[str, dict]]:
+    """``--arch`` values as (folder name, validated arch); a bad one is named with what is allowed."""
+    import json
+
+    from .ofa_arch import parse_arch
+    from .space import ArchError
+
+    named = {"largest": space.largest, "smallest": space.smallest, "median": space.median}
+    archs = []
+    for text in texts:
+        if text in named:
+            archs.append((text, named[text]()))
+            continue
+        try:
+            arch = parse_arch(space, json.loads(text))
+        except json.JSONDecodeError:
+            raise ExportError(f"--arch {text!r}; allowed: largest, smallest, median or an arch as JSON (a dict with "
+                              f"keys {', '.join(space.keys)}, or OFA's ks, e, d, r)") from None
+        except ArchError as err:
+            raise ExportError(f"--arch {text!r}: {err}") from None
+        archs.append((f"arch{len(archs)}", arch))
+    return archs
 
 
 def main(argv: list[str] | None = None) -> None:
     """``python -m supernet.export SUPERNET [--arch largest|smallest|median|JSON ...] [--out DIR]``:
     exports subnets of a trained supernet, with their test accuracy, MACs and params in arch.json."""
     import argparse
-    import json
+    import signal
     import sys
 
     from torch.utils.data import DataLoader
 
     from .checkpoint import CheckpointError, load_supernet
-    from .data import build_data
+    from .data import DataError, build_data
     from .evaluate import accuracy
-    from .ofa_arch import parse_arch
-    from .space import ArchError
 
     parser = argparse.ArgumentParser(prog="python -m supernet.export", description=main.__doc__)
     parser.add_argument("supernet", help="path of a trained supernet.pt")
@@ -228,30 +273,39 @@ def main(argv: list[str] | None = None) -> None:
                         "project's form or OFA's ({\"ks\": [...], \"e\": [...], \"d\": [...], \"r\": [224]})")
     parser.add_argument("--out", default=None, help="output folder (default: <supernet dir>/subnets)")
     args = parser.parse_args(argv)
-    try:
-        net = load_supernet(args.supernet)
-        space = net.space
-        named = {"largest": space.largest(), "smallest": space.smallest(), "median": space.median()}
-        archs = []
-        for text in args.arch:
-            try:
-                arch = named[text] if text in named else json.loads(text)
-            except json.JSONDecodeError:
-                raise ArchError("--arch", text, "largest, smallest, median or an arch as JSON") from None
-            archs.append((text if text in named else f"arch{len(archs)}", parse_arch(space, arch)))
-    except (ArchError, CheckpointError) as err:
-        sys.exit(f"error: {err}")
-    data_cfg = dict(net.train_config["data"])
-    data = build_data(data_cfg.pop("name"), **data_cfg)
-    test = DataLoader(data.test, batch_size=256)
+
+    received = []
+
+    def terminate(signum, frame):  # a scheduler's stop ends the export as Ctrl-C does
+        received.append(signum)
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, terminate)
     out = Path(args.out) if args.out else Path(args.supernet).parent / "subnets"
-    print(f"{'subnet':10} {'MACs':>10} {'params':>9} {'test acc':>9}  folder")
-    for name, arch in archs:
-        metrics = {"accuracy": accuracy(net, arch, test), "macs": space.macs(arch), "params": space.params(arch)}
-        folder = save_subnet(net, arch, out / name, metrics=metrics, supernet_path=args.supernet,
-                             preprocessing=data.preprocessing)
-        print(f"{name:10} {metrics['macs'] / 1e6:9.2f}M {metrics['params'] / 1e3:8.1f}K "
-              f"{100 * metrics['accuracy']:8.2f}%  {folder}")
+    try:
+        check_out_dir(out)
+        net = load_supernet(args.supernet)
+        archs = parse_archs(net.space, args.arch)
+        data_cfg = dict(net.train_config.get("data") or {})
+        if "name" not in data_cfg:
+            raise CheckpointError(f"{args.supernet!r} does not say which data it was trained on (config.data)")
+        data = build_data(data_cfg.pop("name"), **data_cfg)
+        test = DataLoader(data.test, batch_size=256)
+        print(f"{'subnet':10} {'MACs':>10} {'params':>9} {'test acc':>9}  folder")
+        for name, arch in archs:
+            metrics = {"accuracy": accuracy(net, arch, test), "macs": net.space.macs(arch),
+                       "params": net.space.params(arch)}
+            # each subnet folder is renamed into place whole: an interrupt keeps the ones printed above
+            folder = save_subnet(net, arch, out / name, metrics=metrics, supernet_path=args.supernet,
+                                 preprocessing=data.preprocessing)
+            print(f"{name:10} {metrics['macs'] / 1e6:9.2f}M {metrics['params'] / 1e3:8.1f}K "
+                  f"{100 * metrics['accuracy']:8.2f}%  {folder}")
+    except (CheckpointError, DataError, ExportError) as err:
+        sys.exit(f"error: {err}")
+    except KeyboardInterrupt:
+        print("\ninterrupted: the subnets listed above are complete; run the command again for the others",
+              file=sys.stderr)
+        sys.exit(128 + (received[0] if received else signal.SIGINT))
 
 
 if __name__ == "__main__":
