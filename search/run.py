@@ -168,10 +168,7 @@ def run(cfg) -> Path:
     device = torch.device("cuda" if cfg.device == "auto" and torch.cuda.is_available() else
                           "cpu" if cfg.device == "auto" else cfg.device)
     net.to(device)
-    data_cfg = dict(net.train_config.get("data") or {})
-    if not data_cfg:
-        raise CheckpointError(f"{str(supernet_path)!r} does not say which data it was trained on (config.data)")
-    data = build_data(data_cfg.pop("name"), **data_cfg)
+    data, data_cfg = search_data(net, supernet_path, options.get("data"))
     if cfg.split not in ("val", "test"):
         raise SearchConfigError(f"split={cfg.split!r}; allowed: val, test")
     workers = dict(num_workers=cfg.num_workers, persistent_workers=cfg.num_workers > 0)
@@ -185,6 +182,8 @@ def run(cfg) -> Path:
                 "constraints": constraints, **{key: options[key] for key in (
                     "algorithm", "predictor", "budget", "init", "per_iteration", "population", "generations",
                     "select", "score_sample", "refine", "split", "seed")}}
+    if "data" in options:  # only then: a search on the recorded data keeps the settings it always had (resume)
+        settings["data"] = data_cfg
     while True:  # another search may take the same new directory between the choice and the lock
         out = search_dir(cfg, profile.name, settings)
         resumed = out.exists()
@@ -225,6 +224,36 @@ def run(cfg) -> Path:
     print(format_table(sorted(result.pareto, key=lambda r: r[objectives[1]]), columns))
     print(f"\nresults: {out}/ (evaluations.csv, pareto.csv, pareto.png, search_log.csv, subnets/)")
     return out
+
+
+def search_data(net, supernet_path: Path, override: dict | None):
+    """The data subnets are scored on, and its config. ``data=NAME`` (``conf/data/NAME.yaml`` and its
+    keys) replaces the data config recorded in the checkpoint; keys without a name (``+data.root=DIR``)
+    patch the recorded one; without either, the recorded one. The data must fit the supernet's head
+    and input channels."""
+    recorded = dict(net.train_config.get("data") or {})
+    if override and "name" in override:
+        data_cfg = dict(override)
+    elif recorded:
+        data_cfg = {**recorded, **(override or {})}
+    else:
+        raise CheckpointError(f"{str(supernet_path)!r} does not say which data it was trained on (config.data); "
+                              "name the data to search it on: data=NAME data.root=PATH (conf/data/NAME.yaml)")
+    options = {key: value for key, value in data_cfg.items() if key != "name"}
+    try:
+        data = build_data(data_cfg.get("name"), **options)
+    except DataError as err:
+        if override and "name" in override:
+            raise
+        raise DataError(f"{err} (the data recorded in {str(supernet_path)!r}; other data: data=NAME "
+                        "data.root=PATH, or +data.root=PATH for the recorded one)") from None
+    for what, found, wanted in (("classes", data.num_classes, net.config.get("num_classes")),
+                                ("input channels", data.in_chans, net.config.get("in_chans"))):
+        if wanted is not None and found != wanted:
+            raise DataError(f"data={data_cfg.get('name')} has {found} {what} but the supernet {str(supernet_path)!r} "
+                            f"takes {wanted}: search it on data of its own {what} (or fine-tune it on this data "
+                            "first: python -m supernet.train init_from=PATH)")
+    return data, data_cfg
 
 
 def export_front(net, pareto, objectives, out, data, calib, device, cfg, supernet_path) -> None:

@@ -1,5 +1,6 @@
 """Fine-tuning from a supernet.pt (``supernet.train init_from=PATH``) and searching a supernet on other
 data than it records (``search.run data=NAME data.root=DIR``)."""
+import json
 import os
 import signal
 import subprocess
@@ -12,7 +13,9 @@ from conftest import ROOT
 from hydra import compose, initialize_config_dir
 from PIL import Image
 
-from supernet.checkpoint import load_checkpoint, load_supernet
+from supernet import create_supernet_from_config
+from supernet.checkpoint import load_checkpoint, load_supernet, save_checkpoint
+from supernet.data import DataError
 from supernet.errors import ConfigError
 
 # a narrow digits MobileNetV3: a CNN learns digits in a few dozen steps (the digits ViT needs epochs)
@@ -190,3 +193,64 @@ def test_a_converted_ofa_supernet_finetunes_on_small_images_with_a_new_head(tmp_
     for key in kept:
         if src["state_dict"][key].is_floating_point() and "running" not in key:
             assert torch.allclose(tuned["state_dict"][key], src["state_dict"][key], rtol=0, atol=1e-3), key
+
+
+# -- search.run on other data than the supernet.pt records -----------------------------------------
+def rgb_supernet(path, data: dict):
+    """A 3-class RGB ViT supernet checkpoint (random weights: the search needs only a valid one)
+    recording ``data`` as the data it was trained on."""
+    net = create_supernet_from_config(dict(name="vit", resolution=[8, 16], patch_size=4, in_chans=3, depth=[1, 2],
+                                           embed_dim=[16, 24], num_heads=[1, 2], head_dim=8, mlp_ratio=[1.0, 2.0],
+                                           bits=[32]), num_classes=3)
+    return save_checkpoint({"format": "ofa-nas/supernet", "version": 1, "model": dict(net.config),
+                            "space": net.space.to_dict(), "state_dict": net.state_dict(), "train_state": {},
+                            "metrics": {}, "config": {"data": data}}, path)
+
+
+def search(supernet, out, *overrides):
+    from search.run import run
+
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose(config_name="search", overrides=[
+            f"supernet={supernet}", f"out_dir={out}", "hw=jetson", "budget=8", "init=6", "per_iteration=2",
+            "generations=3", "population=10", "export.max_subnets=1", "export.onnx=false", "bn_calib_images=8",
+            *overrides])
+    return run(cfg)
+
+
+def test_search_scores_subnets_on_the_data_named_on_the_command_line(tmp_path):
+    images = image_folder(tmp_path, size=16)
+    digits = {"name": "digits", "img_size": 16, "val_fraction": 0.15, "test_fraction": 0.15, "max_shift": 1,
+              "seed": 0}
+    supernet = rgb_supernet(tmp_path / "vit-rgb" / "supernet.pt", digits)
+    # the recorded data (digits: 10 grey classes) does not fit the 3-class head: one line naming both
+    with pytest.raises(DataError, match=r"^data=digits has 10 classes but the supernet '.*supernet.pt' takes 3: "):
+        search(supernet, tmp_path / "search")
+    out = search(supernet, tmp_path / "search", "data=imagefolder", f"data.root={images}", "data.img_size=16",
+                 "data.val_fraction=0.25")
+    assert len((out / "evaluations.csv").read_text().splitlines()) == 1 + 8
+    settings = json.loads((out / "search_state.json").read_text())["settings"]
+    assert settings["data"] == {"name": "imagefolder", "root": str(images), "img_size": 16, "val_fraction": 0.25,
+                                "seed": 0}
+    (subnet,) = (out / "subnets").iterdir()
+    meta = json.loads((subnet / "arch.json").read_text())
+    assert meta["input"]["mean"] == [0.485, 0.456, 0.406]  # the ImageFolder's normalisation, not digits'
+    assert meta["input"]["shape"][:2] == [1, 3]
+    # other data of the wrong class count is refused before any evaluation
+    two = image_folder(tmp_path / "two", classes=2, size=16)
+    with pytest.raises(DataError, match="^data=imagefolder has 2 classes but the supernet .* takes 3"):
+        search(supernet, tmp_path / "search2", "data=imagefolder", f"data.root={two}")
+    assert not (tmp_path / "search2").exists()
+
+
+def test_search_patches_the_recorded_data_with_keys_alone(tmp_path):
+    images = image_folder(tmp_path, size=16)
+    moved = {"name": "imagefolder", "root": str(tmp_path / "elsewhere"), "img_size": 16, "val_fraction": 0.25,
+             "seed": 0}
+    supernet = rgb_supernet(tmp_path / "vit-rgb" / "supernet.pt", moved)  # its data lay on another machine
+    with pytest.raises(DataError, match=r"does not exist .*\(the data recorded in .*; other data: data=NAME "
+                                        r"data.root=PATH, or \+data.root=PATH for the recorded one\)"):
+        search(supernet, tmp_path / "search")
+    out = search(supernet, tmp_path / "search", f"+data.root={images}", "budget=6", "init=6")
+    settings = json.loads((out / "search_state.json").read_text())["settings"]
+    assert settings["data"] == {**moved, "root": str(images)}
