@@ -466,7 +466,10 @@ def run(cfg) -> dict:
             raise CheckpointError(f"{str(resume_from)!r} holds a supernet of another model config "
                                   f"({ckpt['model'].get('name')!r}, {_differences(ckpt['model'], net.config)}); "
                                   f"train in another directory with run_name=NAME (resume=never would overwrite it)")
-        changed = changed_settings(ckpt.get("config", {}), cfg_container)
+        # `finetune` shapes init_from runs only: runs started before it existed resume without it
+        saved, current = ({key: value for key, value in config.items() if cfg.init_from or key != "finetune"}
+                          for config in (ckpt.get("config", {}), cfg_container))
+        changed = changed_settings(saved, current)
         if changed:
             raise CheckpointError(f"{str(resume_from)!r} was trained with other settings ({'; '.join(changed)}): "
                                   "resuming would mix two runs; train in another directory with run_name=NAME, "

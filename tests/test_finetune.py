@@ -152,6 +152,18 @@ def test_plus_model_must_be_the_checkpoints_model_and_then_brings_its_schedule(s
     assert [row["phase"] for row in tuned["metrics"]["history"]] == ["tune"]
 
 
+def test_a_run_saved_before_init_from_existed_still_resumes(tmp_path):
+    schedule = "model.schedule=[{name:largest,epochs:1,lr:0.003},{name:depth,epochs:1,lr:0.003,unlock:[depth]}]"
+    args = ["+model=vit", f"out_dir={tmp_path}", "run_name=old", schedule, "max_steps_per_epoch=2"]
+    assert train(*args, stop_at_step=3) == 128 + signal.SIGTERM
+    ckpt = read(tmp_path / "old" / "supernet.pt")
+    for key in ("init_from", "finetune"):  # the settings of a run from before them
+        del ckpt["config"][key]
+    save_checkpoint(ckpt, tmp_path / "old" / "supernet.pt")
+    assert train(*args) == 0
+    assert read(tmp_path / "old" / "supernet.pt")["train_state"]["step"] == 4
+
+
 def image_folder(root, classes=3, per_class=6, size=32):
     """An ImageNet-layout folder of random RGB PNGs: train/<class>/ and val/<class>/."""
     rng = np.random.default_rng(0)
