@@ -23,7 +23,8 @@ class SqueezeExcite(nn.Module):
 
     def __init__(self, conv_reduce: nn.Conv2d, conv_expand: nn.Conv2d):
         super().__init__()
-        self.conv_reduce, self.act, self.conv_expand, self.gate = conv_reduce, nn.ReLU(), conv_expand, nn.Hardsigmoid()
+        self.conv_reduce, self.conv_expand = conv_reduce, conv_expand
+        self.act, self.gate = nn.ReLU(inplace=True), nn.Hardsigmoid(inplace=True)  # on fresh conv outputs
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         scale = self.conv_expand(self.act(self.conv_reduce(F.adaptive_avg_pool2d(x, 1))))

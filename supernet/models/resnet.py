@@ -33,7 +33,7 @@ from ..layers import (
 )
 from ..space import Dim, SearchSpace
 from .base import Supernet
-from .mobilenetv3 import OFA_RESOLUTIONS, checked_dims
+from .mobilenetv3 import OFA_RESOLUTIONS, RELU, checked_dims
 from .registry import register_supernet
 
 # OFA's ResNet50 geometry, before the width multipliers.
@@ -210,7 +210,7 @@ class Bottleneck(nn.Module):
     def __init__(self, conv1: nn.Module, conv2: nn.Module, conv3: nn.Module, downsample: nn.Module):
         super().__init__()
         self.conv1, self.conv2, self.conv3, self.downsample = conv1, conv2, conv3, downsample
-        self.act = nn.ReLU()
+        self.act = RELU()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.act(self.conv3(self.conv2(self.conv1(x))) + self.downsample(x))
@@ -222,8 +222,8 @@ class ElasticBottleneck(Bottleneck):
     their input."""
 
     def __init__(self, in_channels: int, out_channels: int, hidden_channels: int, stride: int, projection: bool):
-        super().__init__(ElasticConvNormAct(in_channels, hidden_channels, 1, act_layer=nn.ReLU),
-                         ElasticConvNormAct(hidden_channels, hidden_channels, 3, stride, act_layer=nn.ReLU),
+        super().__init__(ElasticConvNormAct(in_channels, hidden_channels, 1, act_layer=RELU),
+                         ElasticConvNormAct(hidden_channels, hidden_channels, 3, stride, act_layer=RELU),
                          ElasticConvNormAct(hidden_channels, out_channels, 1),
                          ElasticProjection(in_channels, out_channels, stride) if projection else nn.Identity())
 
@@ -288,9 +288,9 @@ class ElasticResNet(Supernet):
         w = max(width)
         mid, out = space.stem_mid_channels(w), space.stem_out_channels(w)
         self.stem = nn.Sequential(OrderedDict(
-            conv1=ElasticConvNormAct(in_chans, mid, 3, stem_stride, act_layer=nn.ReLU),
-            residual=ElasticResidual(ElasticConvNormAct(mid, mid, 3, act_layer=nn.ReLU)),
-            conv2=ElasticConvNormAct(mid, out, 3, act_layer=nn.ReLU),
+            conv1=ElasticConvNormAct(in_chans, mid, 3, stem_stride, act_layer=RELU),
+            residual=ElasticResidual(ElasticConvNormAct(mid, mid, 3, act_layer=RELU)),
+            conv2=ElasticConvNormAct(mid, out, 3, act_layer=RELU),
             pool=nn.MaxPool2d(3, 2, 1) if stem_pool else nn.Identity()))
         blocks, in_ch = [], out
         for stage, (n, stride) in enumerate(zip(space.stage_blocks, stage_strides, strict=True)):
