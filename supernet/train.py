@@ -431,11 +431,14 @@ def run(cfg) -> dict:
     space = net.space
     # init_from's record: where the weights came from and the dimensions they were already elastic in
     # (channel sorting keeps those prefixes); a resumed run reads it back from its own checkpoint
-    init, new_head = None, []
+    init, start_note = None, None
     if source is not None:
         new_head = start_from(net, source, cfg.init_from)
         init = {"path": str(cfg.init_from), "digest": source.digest, "elastic": list(elastic_dims(source))}
-        source_classes = source.config["num_classes"]
+        head = (f"; new head ({', '.join(new_head)}) for the data's {data.num_classes} classes, the checkpoint "
+                f"had {source.config['num_classes']}" if new_head else "")
+        elastic = ", ".join(init["elastic"]) or "nothing"
+        start_note = f"starting from {init['path']} (already elastic in {elastic}{head})"
         del source  # a second copy of the weights (ResNet50: 100 MB) for the whole run otherwise
     elif ckpt is not None:
         init = ckpt.get("metrics", {}).get("init_from")
@@ -507,10 +510,8 @@ def run(cfg) -> dict:
               f"{space.macs(space.smallest()) / 1e6:.2f}M..{space.macs(space.largest()) / 1e6:.2f}M) on "
               f"{cfg.data.name} ({len(data.train)} train images), {schedule.total_epochs} epochs x "
               f"{steps_per_epoch} steps, world size {dist.world}, device {device} -> {run_dir}")
-        if init and ckpt is None:
-            head = (f"; new head ({', '.join(new_head)}) for the data's {data.num_classes} classes, the checkpoint "
-                    f"had {source_classes}" if new_head else "")
-            print(f"starting from {init['path']} (already elastic in {', '.join(inherited) or 'nothing'}{head})")
+        if start_note:
+            print(start_note)
 
     def save(sampler, final=None):
         if dist.main:
