@@ -8,7 +8,7 @@ from types import SimpleNamespace
 
 import pytest
 import yaml
-from conftest import ROOT
+from conftest import ROOT, model_config
 
 from hw_profiles import PROFILE_DIR, load_profile, read_table
 from search.evaluator import SupernetEvaluator
@@ -106,3 +106,15 @@ def test_the_device_command_loads_only_what_a_device_install_has():
     search_only = {"pymoo", "xgboost", "sklearn", "scipy", "pandas", "onnxruntime", "onnx", "onnxscript", "fvcore",
                    "hydra", "omegaconf", "matplotlib", "tensorboard", "numba", "mlxtend"}
     assert not loaded & search_only, sorted(loaded & search_only)
+
+
+def test_a_lookup_table_of_a_family_without_table_layers_is_a_one_line_error(tmp_path):
+    net = create_supernet_from_config(model_config("resnet"), num_classes=10)
+    path = save_checkpoint({"format": SUPERNET_FORMAT, "version": 1, "model": dict(net.config),
+                            "space": net.space.to_dict(), "state_dict": net.state_dict()}, tmp_path / "supernet.pt")
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--lut", "--supernet", str(path), "--out", str(tmp_path / "lut.yaml")])
+    message = str(exit_info.value.code)
+    assert message == ("error: per-layer lookup tables know the layers of mobilenetv3, vit spaces; "
+                       "got a 'resnet' space")
+    assert not (tmp_path / "lut.yaml").exists()
