@@ -16,8 +16,9 @@ latencies and fits its latency predictor on them.
 ``search.lut.lut_cover``'s archs, cut by ``search.lut.lut_modules``), and writes a per-layer lookup
 table in OFA's YAML format, keyed as ``search.lut.lut_layers`` keys a subnet's layers. A ``kind: lut``
 profile whose ``lut:`` names that file then gives every subnet's latency as the sum of its layers'
-entries, exactly and for free (``hw=note10 hw.name=<device> hw.lut=PATH``). ``--n`` and ``--seed`` do
-not apply. The sum misses what passes between layers (caches, allocation): docs/search.md says how much.
+entries, for free (``hw=note10 hw.name=<device> hw.lut=PATH``). ``--n`` and ``--seed`` do not apply.
+The sum misses what passes between layers (each layer finds the caches filled by the one before it):
+docs/search.md says how much.
 
 It lives here rather than in ``hw_profiles`` (which holds the timing and the table format) because
 it loads a supernet, and ``hw_profiles`` must not import ``supernet``.
