@@ -62,12 +62,14 @@ def mobilenetv3_layers(space, arch: dict) -> list[dict]:
         size = out
 
     block(stem_w, first_w, stem_w, 3, space.strides[1], False, False)  # the fixed first block: no expansion
+    # a stage's activation is a class or a partial of one (in place): what it builds says which
+    hard_swish = [isinstance(act(), nn.Hardswish) for act in STAGE_ACT]
     in_w = first_w
     for j in space.active_blocks(arch):
         stage, i = divmod(j, space.max_depth)
         stride = space.strides[2 + stage] if i == 0 else 1
         block(in_w, stage_w[stage], hidden_width(in_w, arch["expand"][j], space.divisor), arch["ks"][j], stride,
-              STAGE_SE[stage], STAGE_ACT[stage] is nn.Hardswish, arch["bits"][j])
+              STAGE_SE[stage], hard_swish[stage], arch["bits"][j])
         in_w = stage_w[stage]
     return layers + [
         {"op": "Conv_1", "input": (size, size, in_w), "output": (size, size, head_w)},
