@@ -12,7 +12,8 @@ For each space (random weights: latency does not depend on them):
    sum / end-to-end and the MAPE left after dividing by it, and splits the miss: sum -> chained
    layers is what passes between layers (caches, the hand-over of activations), chained ->
    end-to-end what the model's own structure adds.
-Writes `runs/bench/lut.csv` (one row per space) and `runs/bench/lut_subnets.csv` (one row per subnet).
+Writes `runs/bench/lut.csv` (one row per space) and `runs/bench/lut_subnets.csv` (one row per subnet);
+a rerun of some spaces replaces their rows and keeps the others'.
 """
 from __future__ import annotations
 
@@ -110,8 +111,16 @@ def bench(name: str, n: int, seed: int, profile, out_dir: Path) -> tuple[dict, l
 
 
 def write_csv(path: Path, rows: list[dict]) -> None:
+    """Writes ``rows``, keeping the rows of the spaces not benchmarked this time (``--spaces`` reruns some)."""
+    rerun = {row["space"] for row in rows}
+    kept = []
+    if path.is_file():
+        with open(path, newline="") as f:
+            kept = list(csv.DictReader(f))
+    rows = [row for row in kept if row["space"] not in rerun] + rows
+
     def write(f):
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer = csv.DictWriter(f, fieldnames=list(rows[-1]))
         writer.writeheader()
         writer.writerows({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()} for row in rows)
 
