@@ -130,7 +130,10 @@ class FakeQuantize(nn.Module):
             self._initialise(i, x)
         grad_factor = 1.0 / math.sqrt(x.numel() * qmax)  # LSQ: keeps the scale's gradient in step with the weights'
         zero = torch.zeros(1, device=x.device)
-        return torch._fake_quantize_learnable_per_tensor_affine(x, self.input_scale(), zero, qmin, qmax, grad_factor)
+        # in float32 under autocast too: its backward takes float32 gradients only, and bf16 would move
+        # the rounding boundaries (the next layer casts the result back to the autocast dtype)
+        return torch._fake_quantize_learnable_per_tensor_affine(x.float(), self.input_scale(), zero, qmin, qmax,
+                                                                grad_factor)
 
     def quantize_weight(self, weight: torch.Tensor) -> torch.Tensor:
         if not self.quantized:
