@@ -9,6 +9,9 @@ renamed into place, so a reader never sees a half-written subnet.
 DequantizeLinear pairs, int8 at 8 bits and int4 at 4 bits (opset 21 added int4), other widths an
 int8 pair with a Clip of the integers to the width's range. onnxruntime fuses the int8 pairs
 around matrix products into integer kernels; int4 pairs run as dequantize + float kernels on CPU.
+8-bit convolutions are rewritten for integer kernels (``integer_convs``): batch norm folded into
+their int8 weights and an int32 bias, and their output requantized onto the grid of the quantizer
+it flows into.
 """
 from __future__ import annotations
 
@@ -100,7 +103,139 @@ def _write_onnx(static: nn.Module, x: torch.Tensor, path: Path) -> None:
         program = torch.onnx.export(static, (x,), dynamo=True, input_names=["input"], output_names=["logits"],
                                     dynamic_shapes=({0: batch},), opset_version=ONNX_OPSET,
                                     custom_translation_table=ONNX_TRANSLATIONS, verbose=False)
-    atomic_write(path, lambda f: f.write(program.model_proto.SerializeToString()))
+    model = integer_convs(program.model_proto)
+    atomic_write(path, lambda f: f.write(model.SerializeToString()))
+
+
+# Ops between a conv and the quantizer of the next layer through which that quantizer's grid also
+# fits the conv's output: they keep magnitudes (ReLU and hard-swish are the identity on large
+# positive values and bounded below; a residual sum is of the same order as its branch). Not Mul:
+# squeeze-excitation's gate shrinks its input, whose range the product's grid would clip.
+_GRID_KEEPING_OPS = ("Relu", "HardSwish", "Add")
+
+
+def integer_convs(model: onnx.ModelProto) -> onnx.ModelProto:
+    """``model`` (changed in place) with every 8-bit convolution in the form onnxruntime runs as an
+    integer kernel (QLinearConv: int8 input and weight, int32 bias, a QuantizeLinear on its output).
+
+    The fake-quantized conv computes ``bn(conv(Q(x), Q(W)))``, then an activation, and its value
+    is next rounded by the input quantizer of the layer it flows into (scale ``s``, learned in QAT).
+    Here: a following batch norm is folded into the per-channel weight scales (``Q(W) * a`` has the
+    same integers at scale ``s_w * |a|``, so this is exact) and into a bias, rounded to int32 at the
+    accumulator's scale ``s_x * s_w`` (an error far below a step of the output); the conv's output
+    is requantized onto ``s`` itself. After a ReLU, which commutes with rounding on a symmetric
+    grid, the result is the fake-quantized one exactly; after hard-swish or a residual sum it is
+    within one step of ``s`` (the extra rounding before them). A conv whose output reaches no 8-bit
+    quantizer (squeeze-excitation's expansion, a block before float layers) gets the folding and
+    keeps a float output: no grid of the model fits it, and a scale calibrated at export would need
+    data that ``save_subnet`` has not. Weights are stored as their int8 integers.
+    """
+    graph = model.graph
+    inits = {t.name: t for t in graph.initializer}
+    producer = {out: node for node in graph.node for out in node.output}
+    consumers: dict[str, list] = {}
+    for node in graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+
+    def const(name: str) -> np.ndarray | None:
+        return onnx.numpy_helper.to_array(inits[name]) if name in inits else None
+
+    def int8_pair(dq) -> tuple[str, np.ndarray] | None:
+        """(input of the QuantizeLinear, scale) of an unclipped int8 pair ending in ``dq``."""
+        q = producer.get(dq.input[0]) if dq is not None and dq.op_type == "DequantizeLinear" else None
+        dtype = q is not None and next((a.i for a in q.attribute if a.name == "output_dtype"), None)
+        if q is None or q.op_type != "QuantizeLinear" or dtype != onnx.TensorProto.INT8 or len(q.input) > 2:
+            return None
+        scale = const(q.input[1])
+        return None if scale is None else (q.input[0], scale.astype(np.float32))
+
+    def next_scale(name: str) -> str | None:
+        """The scale of the first 8-bit input quantizer that ``name`` reaches through grid-keeping ops."""
+        frontier = [name]
+        for _ in range(3):
+            users = [u for n in frontier for u in consumers.get(n, [])]
+            for q in users:
+                pairs = consumers.get(q.output[0], [])
+                if q.op_type == "QuantizeLinear" and pairs and all(int8_pair(dq) for dq in pairs) and \
+                        const(q.input[1]) is not None and const(q.input[1]).ndim == 0:
+                    return q.input[1]
+            frontier = [u.output[0] for u in users if u.op_type in _GRID_KEEPING_OPS]
+        return None
+
+    def add(name: str, array: np.ndarray) -> str:
+        graph.initializer.append(onnx.numpy_helper.from_array(array, name))
+        return name
+
+    rewritten: dict[int, list] = {}  # id(conv) -> the nodes that replace it
+    dropped: set[int] = set()
+    for conv in [n for n in graph.node if n.op_type == "Conv"]:
+        x_pair, w_pair = (int8_pair(producer.get(name)) for name in conv.input[:2])
+        weight = w_pair and const(w_pair[0])
+        if x_pair is None or weight is None or x_pair[1].ndim != 0:
+            continue
+        w_scale = w_pair[1].reshape(-1, *[1] * (weight.ndim - 1))
+        integers = np.clip(np.rint(weight / w_scale), -128, 127)  # QuantizeLinear's rounding: half to even
+        bias = const(conv.input[2]) if len(conv.input) > 2 and conv.input[2] else np.zeros(len(weight), np.float32)
+        if bias is None:
+            continue
+        w_scale, out = w_scale.reshape(-1), conv.output[0]
+        users, bn = consumers.get(out, []), None
+        if len(users) == 1 and users[0].op_type == "BatchNormalization" and \
+                all(const(n) is not None for n in users[0].input[1:]):
+            bn = users[0]
+            gamma, beta, mean, var = (const(n).astype(np.float64) for n in bn.input[1:5])
+            eps = next((a.f for a in bn.attribute if a.name == "epsilon"), 1e-5)
+            a = gamma / np.sqrt(var + eps)
+            bias = (bias - mean) * a + beta
+            sign = np.where(a < 0, -1.0, 1.0)  # scales stay positive; the integers (|n| <= 127) flip
+            integers = integers * sign.reshape(w_scale.shape + (1,) * (weight.ndim - 1))
+            w_scale = np.maximum(w_scale * np.abs(a), np.finfo(np.float32).tiny)
+            dropped.add(id(bn))
+            out = bn.output[0]
+        for name in conv.input[1:2]:  # the weight's pair, now constant integers
+            dq = producer[name]
+            dropped.update({id(dq), id(producer[dq.input[0]])})
+        prefix = conv.output[0]
+        w_int = add(f"{prefix}.weight_int8", integers.astype(np.int8))
+        w_s = add(f"{prefix}.weight_scale", w_scale.astype(np.float32))
+        nodes = [onnx.helper.make_node("DequantizeLinear", [w_int, w_s], [f"{prefix}.weight"], axis=0)]
+        scale = next_scale(out)
+        if scale is None and bn is not None:
+            # No quantizer downstream, but a batch norm: on the training data its output has mean
+            # beta and standard deviation |gamma| per channel, so that the grid reaching 6 of them
+            # above the largest mean holds it (data-free, as DFQ ranges activations).
+            reach = np.max(np.abs(beta) + 6 * np.abs(gamma))
+            scale = add(f"{prefix}.output_scale", np.array(max(reach / 127, 1e-8), np.float32))
+        if scale is None:
+            b = add(f"{prefix}.bias", bias.astype(np.float32))
+            conv_out = out
+        else:
+            acc_scale = (x_pair[1] * w_scale).astype(np.float32)
+            b_int = add(f"{prefix}.bias_int32", np.rint(bias / acc_scale).clip(-2 ** 31, 2 ** 31 - 1).astype(np.int32))
+            b_s = add(f"{prefix}.bias_scale", acc_scale)
+            nodes.append(onnx.helper.make_node("DequantizeLinear", [b_int, b_s], [f"{prefix}.bias"], axis=0))
+            b, conv_out = f"{prefix}.bias", f"{prefix}.accumulated"
+        new_conv = onnx.helper.make_node("Conv", [conv.input[0], f"{prefix}.weight", b], [conv_out], name=conv.name)
+        new_conv.attribute.extend(conv.attribute)
+        nodes.append(new_conv)
+        if scale is not None:
+            nodes += [onnx.helper.make_node("QuantizeLinear", [conv_out, scale], [f"{prefix}.requantized"],
+                                            output_dtype=onnx.TensorProto.INT8),
+                      onnx.helper.make_node("DequantizeLinear", [f"{prefix}.requantized", scale], [out])]
+        rewritten[id(conv)] = nodes
+    kept = [n for node in graph.node if id(node) not in dropped for n in rewritten.get(id(node), [node])]
+    del graph.node[:]
+    graph.node.extend(kept)
+    used = {name for node in graph.node for name in node.input}
+    kept_inits = [t for t in graph.initializer if t.name in used]
+    del graph.initializer[:]
+    graph.initializer.extend(kept_inits)
+    stale = {v.name for v in graph.value_info} - {out for node in graph.node for out in node.output}
+    kept_info = [v for v in graph.value_info if v.name not in stale]
+    del graph.value_info[:]
+    graph.value_info.extend(kept_info)
+    return model
 
 
 @contextlib.contextmanager
@@ -155,7 +290,41 @@ def uint8_qdq(model: onnx.ModelProto) -> onnx.ModelProto:
     kept = [v for v in graph.value_info if v.name not in retyped]  # recorded as int8: let onnxruntime infer
     del graph.value_info[:]
     graph.value_info.extend(kept)
+    _integer_relus(graph)
     return model
+
+
+def _integer_relus(graph) -> None:
+    """``DequantizeLinear -> Relu -> QuantizeLinear`` on one grid (a requantized conv output, ReLU,
+    the next layer's quantizer) becomes ``Max(q, zero point)``: the same integers, without a round
+    trip through float that costs as much as the integer conv before it."""
+    producer = {out: node for node in graph.node for out in node.output}
+    consumers: dict[str, list] = {}
+    for node in graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+    dropped, renamed = set(), {}
+    for relu in [n for n in graph.node if n.op_type == "Relu"]:
+        dq = producer.get(relu.input[0])
+        qs = consumers.get(relu.output[0], [])
+        if dq is None or dq.op_type != "DequantizeLinear" or len(dq.input) < 3 or \
+                len(consumers[dq.output[0]]) != 1 or not qs or \
+                any(q.op_type != "QuantizeLinear" or q.input[1:] != dq.input[1:] for q in qs):
+            continue
+        relu.op_type, relu.input[:] = "Max", [dq.input[0], dq.input[2]]
+        dropped.add(id(dq))
+        for q in qs:
+            dropped.add(id(q))
+            renamed[q.output[0]] = relu.output[0]
+    kept = [n for n in graph.node if id(n) not in dropped]
+    for node in kept:
+        node.input[:] = [renamed.get(name, name) for name in node.input]
+    del graph.node[:]
+    graph.node.extend(kept)
+    retyped = set(renamed.values())  # float before, uint8 now
+    kept_info = [v for v in graph.value_info if v.name not in retyped]
+    del graph.value_info[:]
+    graph.value_info.extend(kept_info)
 
 
 def save_subnet(net: nn.Module, arch: dict, out_dir: str | os.PathLike, *, metrics: dict | None = None,
