@@ -337,6 +337,8 @@ def save_subnet(net: nn.Module, arch: dict, out_dir: str | os.PathLike, *, metri
     x = example_input(net, arch, batch_size=2)
     with reporting_full_disk(out_dir):  # the temp directory and the renames, beside atomic_write's files
         out_dir.parent.mkdir(parents=True, exist_ok=True)
+        for stale in out_dir.parent.glob(f".{out_dir.name}.*.tmp"):  # of a save killed mid-way (kill -9)
+            shutil.rmtree(stale, ignore_errors=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=out_dir.parent))
         try:
             save_checkpoint({"format": SUBNET_FORMAT, "version": 1, "model": dict(net.config), "arch": arch,

@@ -118,6 +118,16 @@ def test_a_full_disk_while_exporting_a_subnet_names_its_folder_and_keeps_the_old
     assert [p.name for p in folder.iterdir()] == ["arch.json"]
 
 
+def test_the_temp_folder_of_an_export_killed_mid_way_is_removed_by_the_next_save(net, tmp_path):
+    stale = tmp_path / "subnets" / ".0003.k1ll3d.tmp"  # what kill -9 during save_subnet leaves
+    stale.mkdir(parents=True)
+    (stale / "model.pt").write_bytes(b"half")
+    other = tmp_path / "subnets" / ".0004.abc.tmp"  # another subnet's: not this save's business
+    other.mkdir()
+    save_subnet(net, net.space.smallest(), tmp_path / "subnets" / "0003", onnx=False)
+    assert sorted(p.name for p in (tmp_path / "subnets").iterdir()) == [".0004.abc.tmp", "0003"]
+
+
 def test_the_commands_report_a_full_disk_as_a_user_error():
     import search.run
     import supernet.train
