@@ -115,22 +115,30 @@ def set_regularisation(net: nn.Module, enabled: bool) -> None:
             m.train(enabled)
 
 
-def sandwich_step(net: nn.Module, archs: list[dict], x: torch.Tensor, y: torch.Tensor, cfg) -> dict:
-    """Forward/backward of every arch (archs[0] is the teacher); gradients accumulate in ``.grad``."""
-    net.set_active(archs[0])
+def sandwich_step(net: nn.Module, archs: list[dict], x: torch.Tensor, y: torch.Tensor, cfg,
+                  amp: torch.dtype | None = None, scaler: torch.amp.GradScaler | None = None) -> dict:
+    """Forward/backward of every arch (archs[0] is the teacher); gradients accumulate in ``.grad``.
+    ``amp``: the autocast dtype of the forwards (bf16 / fp16; None: float32); ``scaler`` scales the
+    fp16 losses (the caller unscales before clipping and steps through it)."""
+    def forward(arch) -> torch.Tensor:
+        net.set_active(arch)
+        with torch.autocast(x.device.type, dtype=amp or torch.float32, enabled=amp is not None):
+            return net(x).float()  # losses in float32: log-softmax of bf16 logits loses the small classes
+
+    def backward(loss: torch.Tensor) -> None:
+        (loss if scaler is None else scaler.scale(loss)).backward()
+
     set_regularisation(net, True)
-    logits = net(x)
+    logits = forward(archs[0])
     loss = F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing)
-    loss.backward()
+    backward(loss)
     teacher = logits.detach()
     set_regularisation(net, False)
     kd_total = 0.0
     for arch in archs[1:]:
-        net.set_active(arch)
-        out = net(x)
+        out = forward(arch)
         kd = kd_loss(out, teacher, cfg.kd.temperature)
-        student_loss = cfg.kd.ratio * kd + (1 - cfg.kd.ratio) * F.cross_entropy(out, y)
-        student_loss.backward()
+        backward(cfg.kd.ratio * kd + (1 - cfg.kd.ratio) * F.cross_entropy(out, y))
         kd_total += kd.item()
     set_regularisation(net, True)
     return {"loss": loss.item(), "kd": kd_total / max(len(archs) - 1, 1)}
@@ -156,6 +164,27 @@ def sort_channels_for(net: nn.Module, optimizer, phase, trained: tuple[str, ...]
         return
     net.sort_channels(trained=trained)
     optimizer.state.clear()
+
+
+OPTIMIZERS = ("adamw", "sgd")
+AMP_MODES = ("auto", "bf16", "fp16", "off")
+LR_SCALINGS = ("none", "linear")
+
+
+def make_optimizer(net: nn.Module, cfg, lr: float) -> torch.optim.Optimizer:
+    """AdamW (BigNAS, AutoFormer) or SGD with (Nesterov) momentum (OFA), no decay on norms and biases."""
+    groups = param_groups(net, cfg.weight_decay)
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=lr, momentum=cfg.momentum, nesterov=cfg.nesterov)
+    return torch.optim.AdamW(groups, lr=lr, betas=tuple(cfg.betas))
+
+
+def amp_dtype(mode: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype of ``amp=mode``; ``auto``: bf16 on a CUDA GPU that has it (no grad scaler
+    needed: bf16 has float32's range), float32 on CPUs, where bf16 matmuls are emulated on most."""
+    if mode == "auto":
+        return torch.bfloat16 if device.type == "cuda" and torch.cuda.is_bf16_supported() else None
+    return {"bf16": torch.bfloat16, "fp16": torch.float16, "off": None}[mode]
 
 
 def param_groups(net: nn.Module, weight_decay: float) -> list[dict]:
@@ -190,7 +219,7 @@ class StopRequested:
 
 
 def checkpoint_dict(net, optimizer, schedule, state: TrainState, sampler, cfg_container: dict,
-                    final: dict | None = None, init: dict | None = None) -> dict:
+                    final: dict | None = None, init: dict | None = None, scaler=None) -> dict:
     epoch = min(state.epoch, schedule.total_epochs - 1)
     phase = schedule.phase_index(epoch)
     return {
@@ -200,6 +229,7 @@ def checkpoint_dict(net, optimizer, schedule, state: TrainState, sampler, cfg_co
                         "step": state.step, "step_in_epoch": state.step_in_epoch,
                         "epoch_sums": state.epoch_sums,
                         "optimizer": optimizer.state_dict(),
+                        "grad_scaler": None if scaler is None else scaler.state_dict(),
                         "scheduler": {"kind": "progressive-shrinking-cosine", "step": state.step},
                         "rng": {"torch": torch.get_rng_state()},
                         "sampler": None if sampler is None else sampler.state_dict(),
@@ -230,6 +260,10 @@ def print_table(rows: list[dict]) -> None:
 # Settings that may differ between a run and its resumption: where and how it runs, not what it trains.
 RESUMABLE_SETTINGS = frozenset({"resume", "out_dir", "run_name", "device", "num_workers", "threads",
                                 "eval_batch_size"})
+# Settings added after runs were saved without them: such a run trained as their value here says
+# (AdamW; float32 on CPU, as amp=auto gives there), so it resumes with the defaults.
+ADDED_SETTINGS = {"optimizer": "adamw", "momentum": 0.9, "nesterov": True, "lr_scaling": "none", "amp": "auto",
+                  "channels_last": False}
 
 
 def changed_settings(saved: dict, current: dict, prefix: str = "") -> list[str]:
@@ -238,7 +272,7 @@ def changed_settings(saved: dict, current: dict, prefix: str = "") -> list[str]:
     for key in sorted(set(saved) | set(current)):
         if not prefix and key in RESUMABLE_SETTINGS:
             continue
-        old, new = saved.get(key), current.get(key)
+        old, new = saved.get(key, ADDED_SETTINGS.get(key) if not prefix else None), current.get(key)
         if isinstance(old, dict) and isinstance(new, dict):
             changed += changed_settings(old, new, f"{prefix}{key}.")
         elif old != new:
@@ -314,6 +348,15 @@ def check_options(cfg) -> None:
     _number(cfg, "finetune.lr", 0, low_open=True)
     if cfg.get("init_from") is not None and not isinstance(cfg.init_from, str):
         raise ConfigError(f"init_from={cfg.init_from!r}; allowed: the path of a supernet.pt or null")
+    for key, allowed in (("optimizer", OPTIMIZERS), ("amp", AMP_MODES), ("lr_scaling", LR_SCALINGS)):
+        if cfg.get(key) not in allowed:
+            raise ConfigError(f"{key}={cfg.get(key)!r}; allowed: {', '.join(allowed)}")
+    _number(cfg, "momentum", 0, 1, high_open=True)
+    for key in ("nesterov", "channels_last"):
+        if not isinstance(cfg.get(key), bool):
+            raise ConfigError(f"{key}={cfg.get(key)!r}; allowed: true or false")
+    if cfg.nesterov and cfg.optimizer == "sgd" and cfg.momentum == 0:
+        raise ConfigError("nesterov=true needs momentum > 0 (SGD); set momentum=0.9 or nesterov=false")
     betas = _select(cfg, "betas")
     if not (len(betas or ()) == 2 and all(isinstance(b, (int, float)) and 0 <= b < 1 for b in betas)):
         raise ConfigError(f"betas={betas!r}; allowed: two numbers in [0, 1)")
@@ -429,6 +472,11 @@ def run(cfg) -> dict:
                          "channels")
     net = create_supernet_from_config(model_cfg, num_classes=data.num_classes).to(device)
     space = net.space
+    memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
+    if cfg.channels_last:  # NHWC: what Tensor Core convolutions read without a transpose
+        net = net.to(memory_format=torch.channels_last)
+    if device.type == "cuda":  # a few resolutions repeat all run long: cuDNN's autotuned kernels pay off
+        torch.backends.cudnn.benchmark = True
     # init_from's record: where the weights came from and the dimensions they were already elastic in
     # (channel sorting keeps those prefixes); a resumed run reads it back from its own checkpoint
     init, start_note = None, None
@@ -459,9 +507,13 @@ def run(cfg) -> dict:
     val_loader = DataLoader(data.val, batch_size=cfg.eval_batch_size, num_workers=cfg.num_workers)
     test_loader = DataLoader(data.test, batch_size=cfg.eval_batch_size, num_workers=cfg.num_workers)
     calib_loader = calibration_loader(data, cfg.bn_calib_images, cfg.eval_batch_size, cfg.seed, cfg.num_workers)
+    if cfg.lr_scaling == "linear":  # OFA's init_lr = base_lr * num_gpus: the rates are per rank's batch
+        schedule_cfg = [{**phase, "lr": phase["lr"] * dist.world} for phase in schedule_cfg]
     schedule = Schedule(schedule_cfg, steps_per_epoch, space.keys, cfg.min_lr_ratio)
-    optimizer = torch.optim.AdamW(param_groups(net, cfg.weight_decay), lr=schedule.phases[0].lr,
-                                  betas=tuple(cfg.betas))
+    optimizer = make_optimizer(net, cfg, schedule.phases[0].lr)
+    amp = amp_dtype(cfg.amp, device)
+    # fp16 needs its losses scaled (its range underflows small gradients); bf16 and float32 do not
+    scaler = torch.amp.GradScaler(device.type) if amp == torch.float16 else None
 
     state = TrainState()
     if ckpt is not None:
@@ -479,6 +531,8 @@ def run(cfg) -> dict:
                                   "or overwrite this run with resume=never")
         net.load_state_dict(ckpt["state_dict"])
         optimizer.load_state_dict(ckpt["train_state"]["optimizer"])
+        if scaler is not None and ckpt["train_state"].get("grad_scaler"):
+            scaler.load_state_dict(ckpt["train_state"]["grad_scaler"])
         ts = ckpt["train_state"]
         state = TrainState(ts["epoch"], ts["step"], ts["step_in_epoch"], list(ckpt["metrics"]["history"]),
                            dict(ts.get("epoch_sums") or {}))
@@ -515,8 +569,8 @@ def run(cfg) -> dict:
 
     def save(sampler, final=None):
         if dist.main:
-            save_checkpoint(checkpoint_dict(net, optimizer, schedule, state, sampler, cfg_container, final, init),
-                            ckpt_path)
+            save_checkpoint(checkpoint_dict(net, optimizer, schedule, state, sampler, cfg_container, final, init,
+                                            scaler), ckpt_path)
             # beside the checkpoint it describes, only once there is one: a run that fails before its
             # first save (resume=never over a finished run, say) leaves that run's config.yaml alone
             # the container: it holds the model config init_from took from its checkpoint
@@ -541,27 +595,33 @@ def run(cfg) -> dict:
         for x, y in loader:
             if state.step_in_epoch >= steps_per_epoch:
                 break
-            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+            x, y = x.to(device, non_blocking=True, memory_format=memory_format), y.to(device, non_blocking=True)
             lr = schedule.lr(state.step)
             for group in optimizer.param_groups:
                 group["lr"] = lr
             archs = sandwich_archs(space, sampler, unlocked, cfg.sandwich.num_random,
                                    np.random.default_rng([cfg.seed, state.step]))
-            losses = sandwich_step(net, archs, x, y, cfg)
+            losses = sandwich_step(net, archs, x, y, cfg, amp, scaler)
             dist.all_reduce_grads(net)
             if not all(np.isfinite(value) for value in losses.values()):
                 raise TrainingDiverged(f"the loss became {losses} at epoch {epoch + 1}, step {state.step + 1} "
                                        f"(lr {lr:.3g}): stopped; the last good checkpoint stays at {ckpt_path}")
+            if scaler is not None:
+                scaler.unscale_(optimizer)  # clip the true gradients; a step with inf / NaN ones is skipped
             if cfg.grad_clip is not None:
                 nn.utils.clip_grad_norm_(net.parameters(), cfg.grad_clip)
-            optimizer.step()
+            if scaler is None:
+                optimizer.step()
+            else:
+                scaler.step(optimizer)
+                scaler.update()
             optimizer.zero_grad(set_to_none=True)
             state.step += 1
             state.step_in_epoch += 1
             sums = {"loss": sums["loss"] + losses["loss"], "kd": sums["kd"] + losses["kd"],
                     "count": sums["count"] + 1}
             state.epoch_sums = sums
-            seen += x.shape[0] * dist.world * len(archs)
+            seen += x.shape[0] * dist.world  # data images (each one ran through len(archs) subnets)
             bar.update(1)
             bar.set_postfix(loss=f"{losses['loss']:.3f}", kd=f"{losses['kd']:.3f}", lr=f"{lr:.2e}",
                             img_s=f"{seen / (time.perf_counter() - start):.0f}")
