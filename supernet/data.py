@@ -146,13 +146,15 @@ def cifar10(root: str | None = None, img_size: int = 32, val_fraction: float = 0
 def load_image(path: str):
     """An image file as RGB; one that cannot be decoded is a ``DataError`` naming it. Checked when
     read, not up front: decoding every file of ImageNet before training would take an hour."""
-    from PIL import Image
+    from PIL import Image, UnidentifiedImageError
 
     try:
         with open(path, "rb") as f:
             return Image.open(f).convert("RGB")
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:  # PIL's kinds of broken file
-        raise DataError(f"{path}: not a readable image ({err}); remove or replace the file") from None
+        # PIL's "cannot identify image file <_io.BufferedReader name=...>" repeats the path
+        reason = "an unknown format or a damaged header" if isinstance(err, UnidentifiedImageError) else err
+        raise DataError(f"{path}: not a readable image ({reason}); remove or replace the file") from None
 
 
 def _image_folder(directory: str, transform):
