@@ -24,10 +24,11 @@ lint: $(STAMP)
 # fresh clone -> ViT supernet trained on the embedded MNIST-5k (on digits every subnet scores 99%: a
 # front with nothing to choose from) -> Pareto fronts for a Jetson (estimated) and this CPU (measured)
 # -> exported subnets under runs/search/<hw>/<stamp>/subnets/
+# threads=1: on 2 cores, torch's default of a thread per core ran 15x slower whenever anything else ran
 demo: $(STAMP)
-	$(BIN)/python -m supernet.train +model=vit_mnist5k data=mnist5k
-	$(BIN)/python -m search.run hw=jetson supernet=runs/train/vit_mnist5k-mnist5k/supernet.pt
-	$(BIN)/python -m search.run hw=local_cpu supernet=runs/train/vit_mnist5k-mnist5k/supernet.pt
+	$(BIN)/python -m supernet.train +model=vit_mnist5k data=mnist5k threads=1
+	$(BIN)/python -m search.run hw=jetson supernet=runs/train/vit_mnist5k-mnist5k/supernet.pt threads=1
+	$(BIN)/python -m search.run hw=local_cpu supernet=runs/train/vit_mnist5k-mnist5k/supernet.pt threads=1
 
 bench: $(STAMP)
 	$(BIN)/python scripts/bench_elastic.py

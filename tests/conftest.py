@@ -30,3 +30,37 @@ def tiny_vit():
     return create_supernet_from_config(
         dict(name="vit", resolution=[8, 16], patch_size=4, in_chans=3, depth=[1, 2, 3], embed_dim=[16, 24],
              num_heads=[1, 2, 3], head_dim=8, mlp_ratio=[1.0, 2.0]), num_classes=5).eval()
+
+
+def run_training(overrides: list[str], stop_at_step: int | None = None) -> int:
+    """``supernet.train.run`` in this process on ``conf/train.yaml`` with ``overrides``; with
+    ``stop_at_step``, SIGTERM arrives during that (1-based) step, as a Ctrl-C or a scheduler's kill
+    would. Returns the exit code."""
+    import os
+    import signal
+
+    from hydra import compose, initialize_config_dir
+
+    import supernet.train as train
+
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose(config_name="train", overrides=overrides)
+    real_step, calls = train.sandwich_step, []
+
+    def step(*args):
+        calls.append(1)
+        if len(calls) == stop_at_step:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return real_step(*args)
+
+    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    train.sandwich_step = step
+    try:
+        train.run(cfg)
+    except SystemExit as exit_:
+        return exit_.code
+    finally:
+        train.sandwich_step = real_step
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
+    return 0

@@ -9,7 +9,7 @@ import sys
 import numpy as np
 import pytest
 import torch
-from conftest import ROOT
+from conftest import ROOT, run_training
 from hydra import compose, initialize_config_dir
 from PIL import Image
 
@@ -35,31 +35,8 @@ def _one_thread():
 
 
 def train(*overrides, stop_at_step=None) -> int:
-    """``supernet.train.run`` in this process on ``overrides``; with ``stop_at_step``, SIGTERM arrives
-    during that (1-based) step, as a scheduler's kill would. Returns the exit code."""
-    import supernet.train as trainer
-
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        cfg = compose(config_name="train", overrides=[*QUICK, *overrides])
-    real_step, calls = trainer.sandwich_step, []
-
-    def step(*args):
-        calls.append(1)
-        if len(calls) == stop_at_step:
-            os.kill(os.getpid(), signal.SIGTERM)
-        return real_step(*args)
-
-    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
-    trainer.sandwich_step = step
-    try:
-        trainer.run(cfg)
-    except SystemExit as exit_:
-        return exit_.code
-    finally:
-        trainer.sandwich_step = real_step
-        for sig, handler in handlers.items():
-            signal.signal(sig, handler)
-    return 0
+    """``supernet.train.run`` in this process on ``QUICK`` and ``overrides`` (``conftest.run_training``)."""
+    return run_training([*QUICK, *overrides], stop_at_step)
 
 
 @pytest.fixture(scope="module")

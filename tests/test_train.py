@@ -9,7 +9,7 @@ import time
 import numpy as np
 import pytest
 import torch
-from conftest import ROOT, model_config
+from conftest import ROOT, model_config, run_training
 from scipy.stats import chisquare
 
 from supernet import create_supernet_from_config
@@ -251,34 +251,8 @@ def test_interrupted_and_resumed_run_ends_with_the_same_weights(tmp_path):
 
 
 def train_in_process(tmp_path, run_name, stop_at_step=None, *extra):
-    """``supernet.train.run`` on the settings of ``train_cmd``; with ``stop_at_step``, SIGTERM arrives
-    during that (1-based) step, as a Ctrl-C or a scheduler's kill would: returns the exit code."""
-    from hydra import compose, initialize_config_dir
-
-    import supernet.train as train
-
-    overrides = train_cmd(tmp_path, *extra, run_name=run_name)[3:]
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        cfg = compose(config_name="train", overrides=overrides)
-    real_step, calls = train.sandwich_step, []
-
-    def step(*args):
-        calls.append(1)
-        if len(calls) == stop_at_step:
-            os.kill(os.getpid(), signal.SIGTERM)
-        return real_step(*args)
-
-    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
-    train.sandwich_step = step
-    try:
-        train.run(cfg)
-    except SystemExit as exit_:
-        return exit_.code
-    finally:
-        train.sandwich_step = real_step
-        for sig, handler in handlers.items():
-            signal.signal(sig, handler)
-    return 0
+    """``supernet.train.run`` on the settings of ``train_cmd`` (``conftest.run_training``)."""
+    return run_training(train_cmd(tmp_path, *extra, run_name=run_name)[3:], stop_at_step)
 
 
 def test_a_run_stopped_at_the_last_or_first_step_of_an_epoch_resumes_to_the_same_weights(tmp_path):
