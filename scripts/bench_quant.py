@@ -1,6 +1,7 @@
 """Elastic bit widths: accuracy, model size and int8 onnxruntime latency after the bits phase.
 
     python scripts/bench_quant.py [--models vit mobilenetv3] [--threads 1] [extra hydra overrides ...]
+    python scripts/bench_quant.py --latency mobilenetv3_w10@160 resnet50@160 [--repeats 3]
 
 Trains each model's default digits supernet (whose last phase unlocks the bit widths) with
 ``python -m supernet.train`` under ``runs/bench/quant/<model>/`` (a finished run is reused), then
@@ -10,14 +11,20 @@ torch model, batch norms recalibrated for the CNNs) and the analytic model size.
 Latency: onnxruntime on the CPU, batch 1 and 64, sessions interleaved, of the largest arch as
 - ``float``: the float ``model.onnx``;
 - ``qat_int8``: the 8-bit ``model.onnx`` (this package's quantization-aware model) re-expressed by
-  ``uint8_qdq`` (same numbers), so that onnxruntime fuses its linear layers into integer kernels
-  on x86. Convolutions get none: onnxruntime fuses a conv only with a QuantizeLinear on its output,
-  which the fake-quantized model does not have (its next quantizer sits after batch norm and act);
+  ``uint8_qdq`` (same numbers), so that onnxruntime fuses its linear layers and convolutions into
+  integer kernels on x86 (``integer_convs`` gave the convs batch norm folded and an output
+  quantizer, which onnxruntime needs to fuse a conv);
 - ``ptq_int8``: onnxruntime's own static quantization of the float export (QDQ, per channel, uint8
   activations, int8 weights in 7 bits (``reduce_range``, its advice for x86 without VNNI, where
   u8 x s8 pair sums saturate), calibrated on training images), which quantizes every op's output
   too and so runs integer kernels throughout, convolutions included.
 Each session's test accuracy and count of integer nodes are reported. Writes ``runs/bench/quant.json``.
+
+``--latency CONFIG@RES ...``: latency alone, at ImageNet-like sizes: the largest arch of
+``conf/model/CONFIG.yaml`` at RES px, 1000 classes, random weights (input scales set by a training
+batch of random images, batch norms recalibrated on random images), the same three sessions, and
+each one's latency over the float export's (side by side, so that a shared machine's load hits all
+alike). Writes ``runs/bench/quant_latency.json``.
 The MobileNetV3 supernet is trained with a short schedule (the full network, then the bit widths;
 its kernel / depth / expand phases would take another 10 minutes on 2 cores and leave the largest
 subnet as it is); pass ``model.schedule=...`` to change it.
@@ -38,6 +45,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import torch
+import yaml
 from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
 from onnxruntime.quantization.shape_inference import quant_pre_process
 from torch.utils.data import DataLoader
@@ -50,6 +58,7 @@ from supernet.checkpoint import load_supernet, save_json  # noqa: E402
 from supernet.data import build_data, calibration_loader  # noqa: E402
 from supernet.evaluate import accuracy  # noqa: E402
 from supernet.export import save_subnet, uint8_qdq  # noqa: E402
+from supernet.models import create_supernet_from_config  # noqa: E402
 
 SHORT_SCHEDULES = {"mobilenetv3": "model.schedule=[{name:largest,epochs:10,lr:3.0e-3,warmup_epochs:1,"
                                   "unlock:[resolution]},{name:bits,epochs:4,lr:1.0e-3,unlock:[bits]}]"}
@@ -172,18 +181,66 @@ def bench(model: str, overrides: list[str], threads: int, repeats: int) -> dict:
     return result
 
 
+def bench_latency(spec: str, threads: int, repeats: int) -> dict:
+    """``--latency``: float, qat_int8 and ptq_int8 sessions of ``CONFIG@RES`` with random weights."""
+    name, _, res = spec.partition("@")
+    cfg = yaml.safe_load((ROOT / "conf" / "model" / f"{name}.yaml").read_text())
+    net = create_supernet_from_config(cfg, num_classes=1000)
+    res = int(res) if res else net.space.largest()["resolution"]
+    largest = {**net.space.largest(), "resolution": res}
+    archs = {bits: {**largest, "bits": [bits] * len(largest["bits"])} for bits in (32, 8)}
+    rng = torch.Generator().manual_seed(0)
+    calib = [(torch.randn(8, net.in_chans, res, res, generator=rng), None) for _ in range(2)]
+    net.set_active(archs[8])
+    with torch.no_grad():
+        net.train()(calib[0][0])  # the input scales of 8 bits, from a first training batch as in QAT
+    net.eval()
+    result = {"arch": largest, "macs": net.space.macs(largest)}
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        paths = {}
+        for bits, arch in archs.items():
+            recalibrate_bn(net, arch, calib, len(calib))
+            paths[bits] = save_subnet(net, arch, tmp / f"{bits}bit") / "model.onnx"
+        models = {"float": onnx.load(paths[32]), "qat_int8": uint8_qdq(onnx.load(paths[8])),
+                  "ptq_int8": ptq_int8(paths[32], calib, res, tmp)}
+        sessions = {key: session(m, threads, tmp / f"{key}.opt.onnx") for key, m in models.items()}
+        for key in sessions:
+            ops = [n.op_type for n in onnx.load(tmp / f"{key}.opt.onnx").graph.node]
+            result[key] = {"integer_nodes": sum(op.startswith("QLinear") or "Integer" in op for op in ops),
+                           "float_convs": sum(op in ("Conv", "FusedConv") for op in ops)}
+        for batch in (1, 64):
+            x = np.random.default_rng(0).standard_normal((batch, net.in_chans, res, res), dtype=np.float32)
+            ms = latency_ms(sessions, x, repeats)
+            for key in sessions:
+                result[key][f"batch{batch}_ms"] = ms[key]
+                result[key][f"batch{batch}_vs_float"] = round(ms[key] / ms["float"], 3)
+            print(f"{spec} batch {batch}: " + ", ".join(
+                f"{key} {t:.1f} ms ({t / ms['float']:.2f} of float, {result[key]['integer_nodes']} integer nodes)"
+                for key, t in ms.items()), flush=True)
+    return result
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", nargs="+", default=["vit", "mobilenetv3"])
     parser.add_argument("--threads", type=int, default=1, help="onnxruntime threads (1: least noise)")
     parser.add_argument("--repeats", type=int, default=15)
-    parser.add_argument("--out", default=str(ROOT / "runs" / "bench" / "quant.json"))
+    parser.add_argument("--latency", nargs="+", metavar="CONFIG@RES",
+                        help="latency alone of conf/model/CONFIG.yaml's largest arch at RES px, random weights")
+    parser.add_argument("--out", default=None, help="default: runs/bench/quant.json (quant_latency.json)")
     args, overrides = parser.parse_known_args()
     ort.set_default_logger_severity(3)  # not the warning that optimized models are machine-specific
+    torch.set_num_threads(args.threads)  # the export's calibration passes: as little load as the timings
     results = {"machine": {"cpu": platform.processor() or platform.machine(), "onnxruntime": ort.__version__,
                            "torch": torch.__version__, "threads": args.threads}}
-    for model in args.models:
-        results[model] = bench(model, overrides, args.threads, args.repeats)
+    if args.latency:
+        for spec in args.latency:
+            results[spec] = bench_latency(spec, args.threads, args.repeats)
+    else:
+        for model in args.models:
+            results[model] = bench(model, overrides, args.threads, args.repeats)
+    args.out = args.out or str(ROOT / "runs" / "bench" / ("quant_latency.json" if args.latency else "quant.json"))
     save_json(results, args.out)
     print(f"wrote {args.out}")
 

@@ -126,9 +126,11 @@ def integer_convs(model: onnx.ModelProto) -> onnx.ModelProto:
     is requantized onto ``s`` itself. After a ReLU, which commutes with rounding on a symmetric
     grid, the result is the fake-quantized one exactly; after hard-swish or a residual sum it is
     within one step of ``s`` (the extra rounding before them). A conv whose output reaches no 8-bit
-    quantizer (squeeze-excitation's expansion, a block before float layers) gets the folding and
-    keeps a float output: no grid of the model fits it, and a scale calibrated at export would need
-    data that ``save_subnet`` has not. Weights are stored as their int8 integers.
+    quantizer through such ops (a squeeze-excitation block's depthwise conv, whose output the gate
+    shrinks; the last block before the float head) is requantized onto a grid its batch norm's
+    statistics give, as no quantizer of the model fits it and ``save_subnet`` has no data to
+    calibrate one; without a batch norm either (squeeze-excitation's expansion, 1x1 pixels) it
+    keeps a float output. Weights are stored as their int8 integers.
     """
     graph = model.graph
     inits = {t.name: t for t in graph.initializer}

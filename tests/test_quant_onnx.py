@@ -1,0 +1,142 @@
+"""8-bit subnets in onnxruntime (issue 19): the exported ``model.onnx`` runs its quantized
+convolutions and matrix products as integer kernels once onnxruntime has optimized it, and still
+computes the fake-quantized PyTorch subnet.
+
+Tolerance. Per layer (tested on small stacks): where a conv's output reaches the next quantizer
+through ReLU the integers are the fake-quantized ones exactly (ReLU commutes with rounding on a
+symmetric grid); through hard-swish (or a residual sum) the integer graph rounds once more before
+it, so each integer the next layer reads is within one step of the fake-quantized one, and the
+next layer's outputs within ``step * sum_i |W_ji|`` (weights dequantized). Whole networks: random
+8-bit networks are chaotic (a 1e-6 relative change of the input moves the digits ResNet's logits by
+15-20% of quantization's own effect), so one-step differences anywhere spread; the test asks that
+the integer graph's logits are nearer the fake-quantized subnet's than those are to the float
+subnet's (RMS; measured: 2-13% of it for MobileNetV3 and ViT, ~70% for the chaotic ResNet).
+Predicted classes are not compared: random logits are near ties.
+"""
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+from conftest import model_config
+from torch import nn
+
+import supernet.export as export_mod
+from supernet import create_supernet_from_config
+from supernet.bn import recalibrate_bn
+from supernet.export import save_subnet, uint8_qdq
+from supernet.layers import QuantConv2d, QuantLinear
+from supernet.layers.squeeze_excite import SqueezeExcite
+
+INTEGER_OPS = ("QLinearConv", "ConvInteger", "QLinearMatMul", "MatMulInteger", "MatMulIntegerToFloat")
+
+
+def bits_arch(net, bits: int) -> dict:
+    arch = net.space.largest()
+    return {**arch, "bits": [bits] * len(arch["bits"])}
+
+
+@pytest.fixture(scope="module", params=["mobilenetv3", "resnet", "vit"])
+def exported(request, tmp_path_factory):
+    """The family's digits-sized supernet (random weights) with every block at 8 bits: input scales
+    set by a training batch, batch norms recalibrated for the 8-bit subnet (as evaluation does),
+    exported; with the fake-quantized and the float subnet's logits on test images."""
+    torch.manual_seed(0)
+    net = create_supernet_from_config(model_config(request.param), num_classes=10)
+    arch = bits_arch(net, 8)
+    res = arch["resolution"]
+    images = [torch.randn(32, 1, res, res) for _ in range(3)]
+    net.set_active(arch)
+    net.train()(images[0])
+    recalibrate_bn(net, arch, images[1:2], 1)
+    net.eval()
+    static = net.export(arch)
+    with torch.no_grad():
+        fake_quantized = static(images[2])
+        floating = net.export(bits_arch(net, 32))(images[2])
+    out = save_subnet(net, arch, tmp_path_factory.mktemp(request.param) / "s8")
+    return request.param, static, out / "model.onnx", images[2], fake_quantized, floating
+
+
+def optimized_session(model: onnx.ModelProto, path) -> tuple[ort.InferenceSession, list[str]]:
+    """A session with onnxruntime's graph optimizations (the default: all), and the op types of the
+    graph it optimized to."""
+    options = ort.SessionOptions()
+    options.optimized_model_filepath = str(path)
+    options.log_severity_level = 3  # not the warning that the optimized model is machine-specific
+    session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    return session, [n.op_type for n in onnx.load(path).graph.node]
+
+
+def expected_integer_nodes(static) -> int:
+    """Every 8-bit conv and linear layer of the subnet but squeeze-excitation's expansion, whose
+    output (gated, then multiplied) reaches no quantizer and has no batch norm to range it."""
+    expansions = {id(m.conv_expand) for m in static.modules() if isinstance(m, SqueezeExcite)}
+    return sum(isinstance(m, (QuantConv2d, QuantLinear)) and m.bits == 8 and id(m) not in expansions
+               for m in static.modules())
+
+
+def test_every_8_bit_conv_and_matmul_runs_as_an_integer_kernel(exported, tmp_path):
+    family, static, path, _, _, _ = exported
+    _, ops = optimized_session(uint8_qdq(onnx.load(path)), tmp_path / "optimized.onnx")
+    counts = {op: ops.count(op) for op in INTEGER_OPS if op in ops}
+    assert sum(counts.values()) == expected_integer_nodes(static) > 0, counts
+    if family != "vit":
+        # convolutions as QLinearConv, and no conv of a quantized block left in float but the
+        # squeeze-excitations' expansions: the float layers outside the blocks are the stem, the
+        # first MobileNetV3 block and its head (5 convs), ResNet's stem (3)
+        assert counts == {"QLinearConv": expected_integer_nodes(static)}
+        float_convs = sum(op in ("Conv", "FusedConv") for op in ops)
+        expansions = sum(isinstance(m, SqueezeExcite) for m in static.modules())
+        assert float_convs == {"mobilenetv3": 5, "resnet": 3}[family] + expansions
+
+
+def test_integer_graph_computes_the_fake_quantized_subnet(exported, tmp_path):
+    _, _, path, x, fake_quantized, floating = exported
+    session, _ = optimized_session(uint8_qdq(onnx.load(path)), tmp_path / "optimized.onnx")
+    (logits,) = session.run(None, {"input": x.numpy()})
+    logits = torch.from_numpy(logits)
+
+    def rms(t):
+        return t.square().mean().sqrt().item()
+
+    for ours in (logits, int8_logits(path, x, tmp_path)):
+        assert rms(ours - fake_quantized) <= rms(fake_quantized - floating)
+
+
+def int8_logits(path, x, tmp_path) -> torch.Tensor:
+    """``model.onnx`` as written (int8 pairs, for TensorRT or an onnxruntime that fuses int8)."""
+    session, _ = optimized_session(onnx.load(path), tmp_path / "int8.onnx")
+    return torch.from_numpy(session.run(None, {"input": x.numpy()})[0])
+
+
+def quantized_stack(activation: nn.Module, depthwise: bool) -> nn.Sequential:
+    """8-bit conv -> batch norm (negative scales among its gammas) -> activation -> 8-bit conv."""
+    torch.manual_seed(0)
+    first = QuantConv2d(8, 8 if depthwise else 16, 3, padding=1, groups=8 if depthwise else 1, bias=False, bits=8)
+    bn = nn.BatchNorm2d(first.out_channels)
+    second = QuantConv2d(first.out_channels, 4, 1, bits=8)
+    with torch.no_grad():
+        bn.weight.uniform_(-2, 2), bn.bias.normal_(), bn.running_mean.normal_(), bn.running_var.uniform_(0.5, 2)
+        first.set_scales(torch.tensor(0.03))
+        second.set_scales(torch.tensor(0.05))
+    return nn.Sequential(first, bn, activation, second).eval()
+
+
+@pytest.mark.parametrize("depthwise", [False, True])
+@pytest.mark.parametrize("activation", [nn.ReLU(), nn.Hardswish()], ids=["relu", "hardswish"])
+def test_a_requantized_conv_is_exact_through_relu_and_within_a_step_through_hardswish(activation, depthwise,
+                                                                                   tmp_path):
+    stack = quantized_stack(activation, depthwise)
+    x = torch.randn(4, 8, 6, 6)
+    export_mod._write_onnx(stack, x, tmp_path / "stack.onnx")
+    session, ops = optimized_session(uint8_qdq(onnx.load(tmp_path / "stack.onnx")), tmp_path / "optimized.onnx")
+    assert ops.count("QLinearConv") == 1  # the first; the second's output reaches no quantizer
+    (y,) = session.run(None, {"input": x.numpy()})
+    with torch.no_grad():
+        expected = stack(x)
+    second = stack[3]
+    if isinstance(activation, nn.ReLU):
+        torch.testing.assert_close(torch.from_numpy(y), expected, atol=1e-5, rtol=0)
+    else:
+        bound = second.input_scale * second.quantized_weight().abs().sum((1, 2, 3))  # one step per input
+        assert ((torch.from_numpy(y) - expected).abs() <= bound.view(1, -1, 1, 1) + 1e-5).all()
