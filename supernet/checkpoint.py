@@ -7,8 +7,8 @@ import hashlib
 import json
 import os
 import re
+import secrets
 import shutil
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -94,16 +94,20 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Any], None], mode: st
     path = Path(path)
     with reporting_full_disk(path):
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        # named before it exists, so that a signal at any point after its creation finds it to remove
+        # (with mkstemp, Ctrl-C inside it left the file behind)
+        tmp = path.parent / f".{path.name}.{secrets.token_hex(8)}.tmp"
         try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             with os.fdopen(fd, mode) as f:
                 write(f)
                 f.flush()
                 os.fsync(f.fileno())
-            default_permissions(Path(tmp))
+            default_permissions(tmp)
             os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
+        except BaseException as err:
+            if not isinstance(err, FileExistsError):  # that name was another writer's (2**-64): not ours
+                tmp.unlink(missing_ok=True)
             raise
     _fsync_dir(path.parent)
     return path

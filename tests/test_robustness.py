@@ -118,6 +118,19 @@ def test_a_full_disk_while_exporting_a_subnet_names_its_folder_and_keeps_the_old
     assert [p.name for p in folder.iterdir()] == ["arch.json"]
 
 
+def test_a_signal_just_after_the_temp_file_is_created_leaves_none_behind(tmp_path, monkeypatch):
+    real = os.open
+
+    def open_then_interrupted(*args, **kwargs):  # Ctrl-C / SIGTERM as the temp file comes into being
+        real(*args, **kwargs)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(os, "open", open_then_interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        save_json({"finished": False}, tmp_path / "search_state.json")
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_the_temp_folder_of_an_export_killed_mid_way_is_removed_by_the_next_save(net, tmp_path):
     stale = tmp_path / "subnets" / ".0003.k1ll3d.tmp"  # what kill -9 during save_subnet leaves
     stale.mkdir(parents=True)
