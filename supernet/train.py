@@ -144,13 +144,22 @@ def sandwich_step(net: nn.Module, archs: list[dict], x: torch.Tensor, y: torch.T
     return {"loss": loss.item(), "kd": kd_total / max(len(archs) - 1, 1)}
 
 
-def sandwich_archs(space, sampler, unlocked, num_random: int, rng: np.random.Generator) -> list[dict]:
+RESOLUTION_POLICIES = ("per_subnet", "per_batch")
+
+
+def sandwich_archs(space, sampler, unlocked, num_random: int, rng: np.random.Generator,
+                   resolution: str = "per_subnet") -> list[dict]:
     """Largest, the phase's smallest, then ``num_random`` sampled archs; only the largest when the
-    phase unlocks nothing (the full network is trained first)."""
-    largest = space.largest()
-    if not unlocked:
-        return [largest]
-    return [largest, space.smallest(unlocked)] + [sampler.sample(rng) for _ in range(num_random)]
+    phase unlocks nothing (the full network is trained first). ``resolution="per_batch"`` (OFA's
+    policy, with elastic resolution unlocked): one resolution drawn uniformly for the step, which
+    every arch takes (the teacher is the largest at that size), so the batch is resized once."""
+    archs = [space.largest()]
+    if unlocked:
+        archs += [space.smallest(unlocked)] + [sampler.sample(rng) for _ in range(num_random)]
+    if resolution == "per_batch" and "resolution" in unlocked:
+        size = int(rng.choice(space.choices()["resolution"]))
+        archs = [{**arch, "resolution": size} for arch in archs]
+    return archs
 
 
 CHANNEL_DIMS = ("expand", "width")  # dimensions that keep a prefix of each layer's channels
@@ -263,7 +272,7 @@ RESUMABLE_SETTINGS = frozenset({"resume", "out_dir", "run_name", "device", "num_
 # Settings added after runs were saved without them: such a run trained as their value here says
 # (AdamW; float32 on CPU, as amp=auto gives there), so it resumes with the defaults.
 ADDED_SETTINGS = {"optimizer": "adamw", "momentum": 0.9, "nesterov": True, "lr_scaling": "none", "amp": "auto",
-                  "channels_last": False}
+                  "channels_last": False, "sandwich.resolution": "per_subnet"}
 
 
 def changed_settings(saved: dict, current: dict, prefix: str = "") -> list[str]:
@@ -272,7 +281,7 @@ def changed_settings(saved: dict, current: dict, prefix: str = "") -> list[str]:
     for key in sorted(set(saved) | set(current)):
         if not prefix and key in RESUMABLE_SETTINGS:
             continue
-        old, new = saved.get(key, ADDED_SETTINGS.get(key) if not prefix else None), current.get(key)
+        old, new = saved.get(key, ADDED_SETTINGS.get(prefix + key)), current.get(key)
         if isinstance(old, dict) and isinstance(new, dict):
             changed += changed_settings(old, new, f"{prefix}{key}.")
         elif old != new:
@@ -348,9 +357,10 @@ def check_options(cfg) -> None:
     _number(cfg, "finetune.lr", 0, low_open=True)
     if cfg.get("init_from") is not None and not isinstance(cfg.init_from, str):
         raise ConfigError(f"init_from={cfg.init_from!r}; allowed: the path of a supernet.pt or null")
-    for key, allowed in (("optimizer", OPTIMIZERS), ("amp", AMP_MODES), ("lr_scaling", LR_SCALINGS)):
-        if cfg.get(key) not in allowed:
-            raise ConfigError(f"{key}={cfg.get(key)!r}; allowed: {', '.join(allowed)}")
+    for key, allowed in (("optimizer", OPTIMIZERS), ("amp", AMP_MODES), ("lr_scaling", LR_SCALINGS),
+                         ("sandwich.resolution", RESOLUTION_POLICIES)):
+        if _select(cfg, key) not in allowed:
+            raise ConfigError(f"{key}={_select(cfg, key)!r}; allowed: {', '.join(allowed)}")
     _number(cfg, "momentum", 0, 1, high_open=True)
     for key in ("nesterov", "channels_last"):
         if not isinstance(cfg.get(key), bool):
@@ -600,7 +610,10 @@ def run(cfg) -> dict:
             for group in optimizer.param_groups:
                 group["lr"] = lr
             archs = sandwich_archs(space, sampler, unlocked, cfg.sandwich.num_random,
-                                   np.random.default_rng([cfg.seed, state.step]))
+                                   np.random.default_rng([cfg.seed, state.step]), cfg.sandwich.resolution)
+            if cfg.sandwich.resolution == "per_batch":  # resized once here, not once per subnet
+                net.set_active(archs[0])
+                x = net.resize_input(x)
             losses = sandwich_step(net, archs, x, y, cfg, amp, scaler)
             dist.all_reduce_grads(net)
             if not all(np.isfinite(value) for value in losses.values()):

@@ -136,3 +136,33 @@ def test_ofa_recipe_composes_with_ofas_settings_and_only_known_keys():
     # its tasks kernel, depth 1/2, expand 1/2: (epochs, base_lr, warmup_epochs)
     assert [(p.epochs, p.lr, p.get("warmup_epochs", 0)) for p in cfg.model.schedule[1:]] == \
         [(120, 3e-2, 5), (25, 2.5e-3, 0), (120, 7.5e-3, 5), (25, 2.5e-3, 0), (120, 7.5e-3, 5)]
+
+
+def test_per_batch_resolution_gives_every_subnet_of_a_step_one_drawn_size(digits_vit):
+    from supernet.sampling import UniformSampler
+    from supernet.train import sandwich_archs
+
+    space, rng = digits_vit.space, np.random.default_rng(0)
+    unlocked = ("resolution", "depth")
+    sampler = UniformSampler(space, unlocked)
+    sizes = []
+    for _ in range(300):
+        archs = sandwich_archs(space, sampler, unlocked, 2, rng, "per_batch")
+        assert len({a["resolution"] for a in archs}) == 1 and len(archs) == 4
+        assert {**archs[0], "resolution": 16} == space.largest()  # the teacher: the largest at that size
+        sizes.append(archs[0]["resolution"])
+    counts = np.bincount(sizes)[[8, 12, 16]]
+    assert counts.min() > 70, counts  # uniform over the 3 choices (100 each expected)
+    per_subnet = sandwich_archs(space, sampler, unlocked, 2, rng)
+    assert per_subnet[0] == space.largest() and per_subnet[1]["resolution"] == 8  # today's default
+
+
+def test_a_per_batch_resolution_run_trains_and_resumes(tmp_path):
+    torch.set_num_threads(1)
+    assert train_in_process(tmp_path, "straight", None, "sandwich.resolution=per_batch") == 0
+    assert train_in_process(tmp_path, "stopped", 6, "sandwich.resolution=per_batch") == 128 + 15
+    assert train_in_process(tmp_path, "stopped", None, "sandwich.resolution=per_batch") == 0
+    straight, resumed = (load_checkpoint(tmp_path / name / "supernet.pt", "ofa-nas/supernet")
+                         for name in ("straight", "stopped"))
+    for key, value in straight["state_dict"].items():
+        assert torch.equal(value, resumed["state_dict"][key]), key
