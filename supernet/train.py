@@ -11,6 +11,7 @@ draws the same subnets: the draw is seeded from the step). Writes ``runs/train/<
 """
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import os
@@ -59,18 +60,19 @@ class Dist:
         torch_dist.init_process_group("nccl" if device_kind == "cuda" else "gloo")
         return cls(torch_dist.get_rank(), world, int(os.environ.get("LOCAL_RANK", 0)))
 
-    def all_reduce_grads(self, net: nn.Module) -> None:
-        # Every rank ran the same subnets, so the same parameters hold gradients on every rank.
+    def wrap(self, net: nn.Module) -> nn.Module | None:
+        """``DistributedDataParallel`` around ``net`` when there are several ranks, else None.
+
+        Every rank runs the same subnets, so the same parameters take part on every rank; which ones
+        changes from subnet to subnet (``find_unused_parameters``). A sandwich step runs its first
+        subnets under ``no_sync()``: their gradients add up locally and DDP reduces the sums in
+        buckets, overlapped with the last subnet's backward. Batch-norm statistics stay per rank
+        (rank 0's are saved), as they were before DDP."""
         if self.world == 1:
-            return
-        grads = [p.grad for p in net.parameters() if p.grad is not None]
-        flat = torch.cat([g.reshape(-1) for g in grads])
-        torch_dist.all_reduce(flat)
-        flat /= self.world
-        offset = 0
-        for g in grads:
-            g.copy_(flat[offset: offset + g.numel()].view_as(g))
-            offset += g.numel()
+            return None
+        device_ids = [self.local_rank] if next(net.parameters()).is_cuda else None
+        return nn.parallel.DistributedDataParallel(net, device_ids=device_ids, find_unused_parameters=True,
+                                                   broadcast_buffers=False)
 
     def any(self, flag: bool) -> bool:
         if self.world == 1:
@@ -116,27 +118,32 @@ def set_regularisation(net: nn.Module, enabled: bool) -> None:
 
 
 def sandwich_step(net: nn.Module, archs: list[dict], x: torch.Tensor, y: torch.Tensor, cfg,
-                  amp: torch.dtype | None = None, scaler: torch.amp.GradScaler | None = None) -> dict:
+                  amp: torch.dtype | None = None, scaler: torch.amp.GradScaler | None = None,
+                  ddp: nn.parallel.DistributedDataParallel | None = None) -> dict:
     """Forward/backward of every arch (archs[0] is the teacher); gradients accumulate in ``.grad``.
     ``amp``: the autocast dtype of the forwards (bf16 / fp16; None: float32); ``scaler`` scales the
-    fp16 losses (the caller unscales before clipping and steps through it)."""
-    def forward(arch) -> torch.Tensor:
-        net.set_active(arch)
-        with torch.autocast(x.device.type, dtype=amp or torch.float32, enabled=amp is not None):
-            return net(x).float()  # losses in float32: log-softmax of bf16 logits loses the small classes
+    fp16 losses (the caller unscales before clipping and steps through it); ``ddp``: ``net`` wrapped
+    (``Dist.wrap``), whose last forward's backward reduces the step's summed gradients over ranks."""
+    def forward(i: int) -> torch.Tensor:
+        net.set_active(archs[i])
+        last = i == len(archs) - 1
+        with (contextlib.nullcontext() if ddp is None or last else ddp.no_sync()), \
+                torch.autocast(x.device.type, dtype=amp or torch.float32, enabled=amp is not None):
+            # losses in float32: log-softmax of bf16 logits loses the small classes
+            return (net if ddp is None else ddp)(x).float()
 
     def backward(loss: torch.Tensor) -> None:
         (loss if scaler is None else scaler.scale(loss)).backward()
 
     set_regularisation(net, True)
-    logits = forward(archs[0])
+    logits = forward(0)
     loss = F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing)
     backward(loss)
     teacher = logits.detach()
     set_regularisation(net, False)
     kd_total = 0.0
-    for arch in archs[1:]:
-        out = forward(arch)
+    for i in range(1, len(archs)):
+        out = forward(i)
         kd = kd_loss(out, teacher, cfg.kd.temperature)
         backward(cfg.kd.ratio * kd + (1 - cfg.kd.ratio) * F.cross_entropy(out, y))
         kd_total += kd.item()
@@ -586,6 +593,7 @@ def run(cfg) -> dict:
             # the container: it holds the model config init_from took from its checkpoint
             atomic_write(run_dir / "config.yaml", lambda f: f.write(OmegaConf.to_yaml(cfg_container)), mode="w")
 
+    ddp = dist.wrap(net)
     stop = StopRequested()
     net.train()
     for epoch in range(state.epoch, schedule.total_epochs):
@@ -614,8 +622,7 @@ def run(cfg) -> dict:
             if cfg.sandwich.resolution == "per_batch":  # resized once here, not once per subnet
                 net.set_active(archs[0])
                 x = net.resize_input(x)
-            losses = sandwich_step(net, archs, x, y, cfg, amp, scaler)
-            dist.all_reduce_grads(net)
+            losses = sandwich_step(net, archs, x, y, cfg, amp, scaler, ddp)
             if not all(np.isfinite(value) for value in losses.values()):
                 raise TrainingDiverged(f"the loss became {losses} at epoch {epoch + 1}, step {state.step + 1} "
                                        f"(lr {lr:.3g}): stopped; the last good checkpoint stays at {ckpt_path}")
