@@ -92,6 +92,10 @@ class Run:
     started: float = 0.0  # wall clock (time.time) at the start
     triggered: float | None = None  # seconds from the start to when the trigger first held
     exit_after_signal: float | None = None
+    line_times: list[tuple[float, str]] = field(default_factory=list)  # (seconds from the start, stdout line)
+
+    def line_time(self, prefix: str) -> float | None:
+        return next((t for t, line in self.line_times if line.startswith(prefix)), None)
 
     @property
     def last_error(self) -> str:
@@ -136,9 +140,15 @@ def run(args: list[str], *, trigger: Callable[[str], bool] | None = None, sig: i
     start, started = time.perf_counter(), time.time()
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env(**extra), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True)
-    out, err = [], []
-    readers = [threading.Thread(target=lambda s=s, b=b: b.extend(iter(s.readline, "")), daemon=True)
-               for s, b in ((proc.stdout, out), (proc.stderr, err))]
+    out, err, line_times = [], [], []
+
+    def read_stdout():
+        for line in iter(proc.stdout.readline, ""):
+            line_times.append((time.perf_counter() - start, line))
+            out.append(line)
+
+    readers = [threading.Thread(target=read_stdout, daemon=True),
+               threading.Thread(target=lambda: err.extend(iter(proc.stderr.readline, "")), daemon=True)]
     for reader in readers:
         reader.start()
     armed = signalled = None
@@ -158,7 +168,7 @@ def run(args: list[str], *, trigger: Callable[[str], bool] | None = None, sig: i
     for reader in readers:
         reader.join(timeout=10)
     return Run(proc.returncode, "".join(out), "".join(err), ended - start, started,
-               None if armed is None else armed - start, None if signalled is None else ended - signalled)
+               None if armed is None else armed - start, None if signalled is None else ended - signalled, line_times)
 
 
 def marker(text: str) -> Callable[[str], bool]:
@@ -197,10 +207,12 @@ def same_search(ref: Path, other: Path) -> tuple[bool, str]:
                                                                                          "pareto.csv")}
     subnets = [sorted(p.name for p in (d / "subnets").iterdir()) for d in (ref, other)]
     state = json.loads((other / "search_state.json").read_text())
-    ok = all(equal.values()) and subnets[0] == subnets[1] and state["finished"] and not temp_files(other)
+    left = [str(p.relative_to(other)) for p in temp_files(other)]
+    ok = all(equal.values()) and subnets[0] == subnets[1] and state["finished"] and not left
     rows = (other / "evaluations.csv").read_text().count("\n") - 1
     return ok, (f"evaluations.csv {'equal' if equal['evaluations.csv'] else 'DIFFERS'} ({rows} rows), pareto.csv "
-                f"{'equal' if equal['pareto.csv'] else 'DIFFERS'}, subnets {subnets[1]}")
+                f"{'equal' if equal['pareto.csv'] else 'DIFFERS'}, subnets {subnets[1]}"
+                + (f", temp files left: {left}" if left else "") + ("" if state["finished"] else ", not finished"))
 
 
 def flip_bytes(src: Path, dst: Path, count: int = 64) -> None:
@@ -221,12 +233,13 @@ def check_training(c: Checker, kills: list[int]) -> Path:
     ref = run(train_args(c.work, "straight"), trigger=marker(start_line))
     straight = c.work / "train" / "straight" / "supernet.pt"
     c.record("none (uninterrupted reference)", "train", ref.rc == 0, ref.seconds, f"rc {ref.rc}")
-    if ref.rc != 0 or ref.triggered is None:
+    end = ref.line_time("final test accuracy:")  # printed once the final evaluation is done
+    if ref.rc != 0 or ref.triggered is None or end is None:
         raise SystemExit(f"the reference training failed:\n{ref.err[-3000:]}")
-    work_s = ref.seconds - ref.triggered  # training, final evaluation, exit: where a kill lands
+    work_s = end - ref.triggered  # the steps, epoch-end validation and the final evaluation: where a kill lands
     for i, sig in enumerate(kills):
         name = f"{signal.Signals(sig).name.lower()}{i}"
-        delay = c.rng.uniform(0.02, 0.85) * work_s
+        delay = c.rng.uniform(0.02, 1.0) * work_s
         stopped = run(train_args(c.work, name), trigger=marker(start_line), sig=sig, delay=delay)
         fault = f"{signal.Signals(sig).name} at {delay:.1f}s into training"
         if stopped.exit_after_signal is None:
@@ -234,8 +247,13 @@ def check_training(c: Checker, kills: list[int]) -> Path:
             continue
         expected_rc = 128 + signal.SIGTERM if sig == signal.SIGTERM else -signal.SIGKILL
         ckpt = c.work / "train" / name / "supernet.pt"
-        at = (f"{load_checkpoint(ckpt, SUPERNET_FORMAT)['train_state']['step']} steps saved" if ckpt.exists()
-              else "before the first save")
+        saved = load_checkpoint(ckpt, SUPERNET_FORMAT) if ckpt.exists() else None
+        if saved is not None and "final" in saved["metrics"] and stopped.rc != 0:
+            # the work was done (final results saved): the signal hit the exiting interpreter, whose
+            # handlers Python has already reset, so SIGTERM kills it too
+            c.record(fault, "train", None, stopped.seconds, f"rc {stopped.rc}: came as the finished run exited")
+            continue
+        at = f"{saved['train_state']['step']} steps saved" if saved is not None else "before the first save"
         resumed = run(train_args(c.work, name))
         ok, detail = same_weights(straight, ckpt) if resumed.rc == 0 else (False, resumed.last_error)
         ok = ok and stopped.rc == expected_rc and not temp_files(ckpt.parent)
@@ -285,6 +303,27 @@ def check_damaged_supernet(c: Checker, straight: Path) -> None:
             ok = refused.one_line_error() and expected in refused.last_error and damaged.read_bytes() == before
             ok = ok and not (c.work / "search-damaged").exists() and not (c.work / "export-damaged").exists()
             c.record(fault, command, ok, refused.seconds, refused.last_error[:150])
+
+
+def check_export(c: Checker, straight: Path) -> None:
+    """SIGTERM while ``supernet.export`` writes its subnets (torch.export and ONNX take seconds each):
+    exit 143, no temp folder, and every folder it printed is complete."""
+    out = c.work / "export-sigterm"
+    delay = c.rng.uniform(0.0, 3.0)
+    stopped = run(["supernet.export", str(straight), "--out", str(out)], trigger=marker("subnet "),
+                  sig=signal.SIGTERM, delay=delay)
+    lines = stopped.out.splitlines()
+    header = next((i for i, line in enumerate(lines) if line.startswith("subnet ")), len(lines))
+    printed = [line.split()[0] for line in lines[header + 1:] if line.strip()]
+    complete = all({"arch.json", "model.pt", "model.pt2", "model.onnx"} <= {p.name for p in (out / name).iterdir()}
+                   for name in printed)
+    left = sorted(p.name for p in out.iterdir()) if out.exists() else []
+    response = stopped.exit_after_signal
+    ok = (stopped.rc == 128 + signal.SIGTERM and response is not None and response < 10 and complete
+          and left == sorted(printed))
+    c.record(f"SIGTERM {delay:.1f}s into the export", "export", None if response is None else ok, stopped.seconds,
+             f"rc {stopped.rc}, exited {None if response is None else round(response, 2)}s after the signal; "
+             f"folders {left}, printed {printed}")
 
 
 # -- search ----------------------------------------------------------------------------------------------
@@ -457,6 +496,7 @@ def main() -> None:
     try:
         straight = check_training(c, train_kills)
         check_damaged_supernet(c, straight)
+        check_export(c, straight)
         check_search(c, straight, search_kills, args.quick)
         check_bad_options(c, straight, args.quick)
     finally:
