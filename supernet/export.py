@@ -195,9 +195,8 @@ def integer_convs(model: onnx.ModelProto) -> onnx.ModelProto:
             w_scale = np.maximum(w_scale * np.abs(a), np.finfo(np.float32).tiny)
             dropped.add(id(bn))
             out = bn.output[0]
-        for name in conv.input[1:2]:  # the weight's pair, now constant integers
-            dq = producer[name]
-            dropped.update({id(dq), id(producer[dq.input[0]])})
+        weight_dq = producer[conv.input[1]]  # the weight's pair: constant integers from here on
+        dropped.update({id(weight_dq), id(producer[weight_dq.input[0]])})
         prefix = conv.output[0]
         w_int = add(f"{prefix}.weight_int8", integers.astype(np.int8))
         w_s = add(f"{prefix}.weight_scale", w_scale.astype(np.float32))
@@ -254,14 +253,17 @@ def _quiet_loggers(*names: str):
             logger.setLevel(level)
 
 
-def uint8_qdq(model: onnx.ModelProto) -> onnx.ModelProto:
-    """A copy of ``model`` whose int8 QuantizeLinear -> DequantizeLinear pairs and int8 weights are
-    uint8 with zero point 128: the same numbers, for onnxruntime on x86 CPUs. There it leaves int8
-    activations in float (onnxruntime 1.32, also with VNNI), and without VNNI it would saturate the
-    int16 pair sums of its u8 x s8 kernel; with both operands uint8 it fuses each pair-fed matrix
-    product and conv into an exact integer kernel (MatMulIntegerToFloat / QLinearMatMul /
-    QLinearConv; on a VNNI CPU int8 weights would be ~10% faster, measured). ``DQ -> Relu -> Q``
-    on one grid becomes an integer ``Max``. ``model.onnx`` keeps int8 (TensorRT takes zero point 0 only).
+def uint8_qdq(model: onnx.ModelProto, uint8_weights: bool = False) -> onnx.ModelProto:
+    """A copy of ``model`` whose int8 QuantizeLinear -> DequantizeLinear pairs are uint8 with zero
+    point 128: the same numbers, for onnxruntime on x86 CPUs. There it leaves int8 activations in
+    float (onnxruntime 1.32, also with VNNI); with uint8 ones it fuses each pair-fed matrix product
+    and conv into an integer kernel (MatMulIntegerToFloat / QLinearMatMul / QLinearConv), and
+    ``DQ -> Relu -> Q`` on one grid becomes an integer ``Max``. Weight pairs (linear layers) turn
+    uint8 too; conv weights (int8 constants since ``integer_convs``) only with ``uint8_weights``:
+    u8 x s8 is onnxruntime's default and fast kernel, exact on VNNI CPUs, while without VNNI its
+    int16 pair sums may saturate (onnxruntime's advice: u8 x u8 there, which on a VNNI CPU made
+    the convs of a MobileNetV3 and a ResNet ~2x slower, measured). ``model.onnx`` keeps int8
+    (TensorRT takes zero point 0 only).
     """
     model = copy.deepcopy(model)
     graph = model.graph
@@ -294,7 +296,7 @@ def uint8_qdq(model: onnx.ModelProto) -> onnx.ModelProto:
     inits = {t.name: t for t in graph.initializer}
     for dq in [n for n in graph.node if n.op_type == "DequantizeLinear" and n.input[0] in inits]:
         weight = inits[dq.input[0]]  # a conv's int8 weight (integer_convs), one per conv
-        if weight.data_type == onnx.TensorProto.INT8:
+        if uint8_weights and weight.data_type == onnx.TensorProto.INT8:
             shifted = onnx.numpy_helper.to_array(weight).astype(np.int16) + 128
             weight.CopyFrom(onnx.numpy_helper.from_array(shifted.astype(np.uint8), weight.name))
             del dq.input[2:]

@@ -101,6 +101,12 @@ def test_integer_graph_computes_the_fake_quantized_subnet(exported, tmp_path):
 
     for ours in (logits, int8_logits(path, x, tmp_path)):
         assert rms(ours - fake_quantized) <= rms(fake_quantized - floating)
+    # uint8 conv weights (for x86 without VNNI): the same integer kernels and the same integers
+    session, ops = optimized_session(uint8_qdq(onnx.load(path), uint8_weights=True), tmp_path / "u8u8.onnx")
+    assert ops.count("QLinearConv") == sum(op == "QLinearConv" for op in optimized_session(
+        uint8_qdq(onnx.load(path)), tmp_path / "optimized.onnx")[1])
+    torch.testing.assert_close(torch.from_numpy(session.run(None, {"input": x.numpy()})[0]), logits,
+                               atol=1e-5, rtol=0)
 
 
 def int8_logits(path, x, tmp_path) -> torch.Tensor:
