@@ -367,10 +367,11 @@ def check_search(c: Checker, supernet: Path, kills: list[int], quick: bool) -> N
     resumed = run(search_args(supernet, root))
     ok, detail = same_search(ref_dir, search_dir(root)) if resumed.rc == 0 else (False, resumed.last_error)
     response = stopped.exit_after_signal
+    reason = "" if stopped.rc in (0, 128 + signal.SIGTERM) else f" ({stopped.last_error[:200]})"
     c.record(f"SIGTERM {delay:.1f}s into the final evaluation + export", "search",
              ok and stopped.rc == 128 + signal.SIGTERM and not finished and response is not None and response < 10,
              stopped.seconds + resumed.seconds,
-             f"rc {stopped.rc}, exited {None if response is None else round(response, 2)}s after the signal; "
+             f"rc {stopped.rc}{reason}, exited {None if response is None else round(response, 2)}s after the signal; "
              f"rerun: {detail}")
 
     # a full disk on the second save of evaluations.csv
