@@ -185,6 +185,7 @@ def bench_latency(spec: str, threads: int, repeats: int) -> dict:
     """``--latency``: float, qat_int8 and ptq_int8 sessions of ``CONFIG@RES`` with random weights."""
     name, _, res = spec.partition("@")
     cfg = yaml.safe_load((ROOT / "conf" / "model" / f"{name}.yaml").read_text())
+    cfg = {k: v for k, v in cfg.items() if not k.startswith("pretrained")}  # random weights: nothing to fetch
     net = create_supernet_from_config(cfg, num_classes=1000)
     res = int(res) if res else net.space.largest()["resolution"]
     largest = {**net.space.largest(), "resolution": res}
