@@ -18,8 +18,10 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NoReturn
 
 import numpy as np
 import torch
@@ -28,7 +30,15 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Sampler
 
-from .checkpoint import SUPERNET_FORMAT, CheckpointError, atomic_write, load_checkpoint, load_supernet, save_checkpoint
+from .checkpoint import (
+    SUPERNET_FORMAT,
+    CheckpointError,
+    atomic_write,
+    load_checkpoint,
+    load_supernet,
+    load_weights,
+    save_checkpoint,
+)
 from .cli import CONF_DIR, hydra_command
 from .data import DataError, build_data, calibration_loader
 from .errors import ConfigError
@@ -546,7 +556,7 @@ def run(cfg) -> dict:
             raise CheckpointError(f"{str(resume_from)!r} was trained with other settings ({'; '.join(changed)}): "
                                   "resuming would mix two runs; train in another directory with run_name=NAME, "
                                   "or overwrite this run with resume=never")
-        net.load_state_dict(ckpt["state_dict"])
+        load_weights(net, ckpt["state_dict"], resume_from)
         optimizer.load_state_dict(ckpt["train_state"]["optimizer"])
         if scaler is not None and ckpt["train_state"].get("grad_scaler"):
             scaler.load_state_dict(ckpt["train_state"]["grad_scaler"])
@@ -595,6 +605,11 @@ def run(cfg) -> dict:
 
     ddp = dist.wrap(net)
     stop = StopRequested()
+
+    def stopped(where: str) -> NoReturn:
+        if dist.main:
+            print(f"stopped by signal {where}: checkpoint {ckpt_path}; run the same command again to resume")
+        sys.exit(128 + (stop.signal or signal.SIGTERM))
     net.train()
     for epoch in range(state.epoch, schedule.total_epochs):
         phase_index = schedule.phase_index(epoch)
@@ -652,10 +667,7 @@ def run(cfg) -> dict:
             if dist.any(stop.signal is not None):
                 bar.close()
                 save(sampler)
-                if dist.main:
-                    print(f"stopped by signal at epoch {epoch + 1}, step {state.step}: checkpoint {ckpt_path}; "
-                          "run the same command again to resume")
-                sys.exit(128 + (stop.signal or signal.SIGTERM))
+                stopped(f"at epoch {epoch + 1}, step {state.step}")
         bar.close()
         state.epoch, state.step_in_epoch, state.epoch_sums = epoch + 1, 0, {}
         if dist.main:
@@ -675,10 +687,14 @@ def run(cfg) -> dict:
                 writer.add_scalar(f"epoch/{key}", row[key], state.step)
             write_metrics_csv(state.history, run_dir / "metrics.csv")
         save(sampler)
+        if dist.any(stop.signal is not None):  # it came during the epoch's evaluation: saved just now
+            stopped(f"after epoch {epoch + 1}")
 
     final = None
     if dist.main:
-        final = final_evaluation(net, test_loader, calib_loader, device, cfg.seed, cfg.num_eval_subnets)
+        # a signal between its subnets stops it; the rerun finds the run trained and evaluates again
+        final = final_evaluation(net, test_loader, calib_loader, device, cfg.seed, cfg.num_eval_subnets,
+                                 lambda: stop.signal is not None and stopped("during the final evaluation"))
         print("final test accuracy:")
         print_table(final["subnets"])
         save(sampler, final)
@@ -689,12 +705,17 @@ def run(cfg) -> dict:
 
 
 def final_evaluation(net: nn.Module, loader: DataLoader, calib_loader: DataLoader, device, seed: int,
-                     num_random: int) -> dict:
+                     num_random: int, between: Callable[[], object] = lambda: None) -> dict:
+    """Test accuracy of the largest, the smallest and ``num_random`` sampled subnets; ``between()``
+    runs before each (the trainer's stop check)."""
     space, rng = net.space, np.random.default_rng([seed, 2**31 - 1])
     named = [("largest", space.largest()), ("smallest", space.smallest())]
     named += [(f"random{i + 1}", space.sample(rng)) for i in range(num_random)]
-    rows = [{"subnet": name, "arch": arch, "macs": space.macs(arch), "params": space.params(arch),
-             "accuracy": round(accuracy(net, arch, loader, device, calib_loader), 5)} for name, arch in named]
+    rows = []
+    for name, arch in named:
+        between()
+        rows.append({"subnet": name, "arch": arch, "macs": space.macs(arch), "params": space.params(arch),
+                     "accuracy": round(accuracy(net, arch, loader, device, calib_loader), 5)})
     return {"split": "test", "subnets": rows}
 
 

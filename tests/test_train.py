@@ -283,6 +283,7 @@ def test_a_run_stopped_at_the_last_or_first_step_of_an_epoch_resumes_to_the_same
     ("kd.temperature=0", "kd.temperature=0; allowed: a number > 0"),
     ("label_smoothing=1.0", "label_smoothing=1.0; allowed: a number >= 0 and < 1"),
     ("model.schedule=[{name:largest,epochs:1,lr:nan,unlock:[]}]", "phase 'largest' needs epochs >= 1 and lr > 0"),
+    ("model.depth=[]", "model 'vit': depth=[] has no choices; allowed: a non-empty list"),
 ])
 def test_bad_training_options_are_refused_before_anything_is_written(tmp_path, override, message):
     from hydra import compose, initialize_config_dir
@@ -408,3 +409,32 @@ def test_a_failed_run_over_a_finished_one_leaves_its_files_and_no_temp_file(tmp_
         train_in_process(tmp_path, "done", None, "resume=never", "kd.ratio=0.5")
     assert {name: (run_dir / name).read_bytes() for name in before} == before
     assert not list(run_dir.glob(".*.tmp"))
+
+
+@pytest.mark.parametrize("during", ["the epoch's evaluation", "the final evaluation"])
+def test_sigterm_during_an_evaluation_stops_the_run_and_it_resumes_to_the_same_result(tmp_path, monkeypatch, during):
+    import supernet.train as train
+
+    torch.set_num_threads(1)
+    assert train_in_process(tmp_path, "straight") == 0
+    straight = load_checkpoint(tmp_path / "straight" / "supernet.pt", "ofa-nas/supernet")
+    target = "accuracy" if during == "the epoch's evaluation" else "final_evaluation"
+    real, calls = getattr(train, target), []
+
+    def signalled(*args):  # SIGTERM arrives while the first call runs
+        calls.append(1)
+        if len(calls) == 1:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return real(*args)
+
+    monkeypatch.setattr(train, target, signalled)
+    assert train_in_process(tmp_path, "stopped") == 128 + signal.SIGTERM
+    stopped = load_checkpoint(tmp_path / "stopped" / "supernet.pt", "ofa-nas/supernet")
+    assert "final" not in stopped["metrics"]
+    assert stopped["train_state"]["epoch"] == (1 if target == "accuracy" else 5)
+    monkeypatch.setattr(train, target, real)
+    assert train_in_process(tmp_path, "stopped") == 0
+    resumed = load_checkpoint(tmp_path / "stopped" / "supernet.pt", "ofa-nas/supernet")
+    for key, value in straight["state_dict"].items():
+        assert torch.equal(value, resumed["state_dict"][key]), key
+    assert resumed["metrics"]["final"]["subnets"] == straight["metrics"]["final"]["subnets"]

@@ -42,6 +42,9 @@ def create_supernet(name: str, **cfg) -> nn.Module:
         raise ModelConfigError(f"model {name!r} needs option {missing[0]!r}, which the config lacks; pass it, e.g. "
                                f"create_supernet_from_config(cfg, {missing[0]}=...); its options: "
                                f"{', '.join(parameters)}")
+    empty = [option for option, value in cfg.items() if isinstance(value, (list, tuple)) and not value]
+    if empty:
+        raise ModelConfigError(f"model {name!r}: {empty[0]}=[] has no choices; allowed: a non-empty list")
     return factory(**cfg)
 
 
