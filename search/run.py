@@ -195,6 +195,8 @@ def run(cfg) -> Path:
         if cfg.resume not in ("auto", "never"):
             raise SearchConfigError(f"resume={cfg.resume!r}: a search is running there ({holder(out)}); "
                                     "wait for it or start another with resume=never")
+    for stale in out.glob(".*.tmp"):  # a write killed mid-way (kill -9) left it; the lock says nobody writes now
+        stale.unlink(missing_ok=True)
     save_json({"settings": settings, "finished": False}, out / "search_state.json")
     print(f"{'continuing' if resumed else 'search'} in {out}: {cfg.budget} real evaluations on {profile.name} "
           f"(latency {profile.kind}), {cfg.algorithm} on {cfg.predictor} predictors")

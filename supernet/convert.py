@@ -189,11 +189,11 @@ def main(argv: list[str] | None = None) -> Path:
         sys.exit(f"error: --val-fraction {args.val_fraction}: allowed: a fraction strictly between 0 and 1")
     try:
         net = convert_ofa(args.net_id, load_ofa_file(args.path))
+        ckpt = supernet_checkpoint(net, args.net_id, str(args.path), imagenet_data(args.data_root, args.img_size,
+                                                                                      args.val_fraction))
+        out = save_checkpoint(ckpt, args.out)  # a full disk: CheckpointError (DiskFullError), one line
     except (ConfigError, CheckpointError) as err:
         sys.exit(f"error: {err}")
-    ckpt = supernet_checkpoint(net, args.net_id, str(args.path), imagenet_data(args.data_root, args.img_size,
-                                                                                  args.val_fraction))
-    out = save_checkpoint(ckpt, args.out)
     space = net.space
     print(f"{args.net_id} -> {out}: {space.cardinality():.3g} subnets, "
           f"{space.macs(space.smallest()) / 1e6:.1f}M..{space.macs(space.largest()) / 1e6:.1f}M MACs "

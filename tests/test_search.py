@@ -265,9 +265,12 @@ def test_resume_auto_continues_an_unfinished_search(supernet_path, tmp_path, cap
         writer.writerows(rows[:10])
     state = json.loads((out / "search_state.json").read_text())
     (out / "search_state.json").write_text(json.dumps({**state, "finished": False}))
+    stale = out / ".evaluations.csv.0123456789abcdef.tmp"  # a write killed mid-way (kill -9)
+    stale.write_text("id,arch\n0,")
     capsys.readouterr()
     assert run(compose(supernet_path, tmp_path, "hw=jetson")) == out
     assert f"continuing in {out}" in capsys.readouterr().out and len(list((tmp_path / "jetson").iterdir())) == 1
+    assert not stale.exists()
     again = list(csv.DictReader(open(out / "evaluations.csv")))
     assert [r["arch"] for r in again] == [r["arch"] for r in rows]
     assert [r["accuracy"] for r in again[:10]] == [r["accuracy"] for r in rows[:10]]
