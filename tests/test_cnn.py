@@ -419,4 +419,7 @@ def test_saved_subnet_reloads_and_runs_as_pt2_and_onnx(saved):
     torch.testing.assert_close(program(x), expected, atol=1e-5, rtol=0)
     session = ort.InferenceSession(str(out / "model.onnx"), providers=["CPUExecutionProvider"])
     (logits,) = session.run(None, {"input": x.numpy()})
-    torch.testing.assert_close(torch.from_numpy(logits), expected, atol=1e-5, rtol=0)
+    # an 8-bit conv's output is requantized for onnxruntime's integer kernels: exact through ReLU,
+    # within a quantization step through hard-swish and residual sums (docs/quantization.md)
+    quantized = any(b != 32 for b in net.space.validate(arch)["bits"])
+    torch.testing.assert_close(torch.from_numpy(logits), expected, atol=1e-3 if quantized else 1e-5, rtol=0)
