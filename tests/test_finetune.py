@@ -1,10 +1,12 @@
 """Fine-tuning from a supernet.pt (``supernet.train init_from=PATH``) and searching a supernet on other
 data than it records (``search.run data=NAME data.root=DIR``)."""
+import csv
 import json
 import os
 import signal
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -155,7 +157,7 @@ def image_folder(root, classes=3, per_class=6, size=32):
     return root / "images"
 
 
-def test_a_converted_ofa_supernet_finetunes_on_small_images_with_a_new_head(tmp_path):
+def test_a_converted_ofa_supernet_finetunes_with_a_new_head_then_searches_exports_and_measures(tmp_path):
     from test_ofa import build_ofa, randomised
 
     from supernet.convert import main as convert
@@ -182,6 +184,20 @@ def test_a_converted_ofa_supernet_finetunes_on_small_images_with_a_new_head(tmp_
     for key in kept:
         if src["state_dict"][key].is_floating_point() and "running" not in key:
             assert torch.allclose(tuned["state_dict"][key], src["state_dict"][key], rtol=0, atol=1e-3), key
+
+    # and the rest of the pipeline takes both as it takes any supernet: search, export, measure
+    from search.measure import main as measure
+    from supernet.export import main as export
+
+    tuned_path = tmp_path / "ofa-mbv3-w10-finetune-imagefolder" / "supernet.pt"
+    out = search(tuned_path, tmp_path / "search", "budget=4", "init=4", "bn_calib_images=4", "eval_batch_size=6")
+    rows = list(csv.DictReader((out / "pareto.csv").open()))
+    assert rows and all(0 <= float(r["accuracy"]) <= 1 for r in rows) and len(list((out / "subnets").iterdir())) == 1
+    export([str(tuned_path), "--arch", '{"ks": 3, "e": 3, "d": 2, "r": 128}', "--out", str(tmp_path / "exported")])
+    (subnet,) = (tmp_path / "exported").iterdir()
+    assert json.loads((subnet / "arch.json").read_text())["arch"]["resolution"] == 128
+    table = measure(["--supernet", str(converted), "--hw", "local_cpu", "--n", "1", "--out", str(tmp_path / "t.csv")])
+    assert len(list(csv.DictReader(Path(table).open()))) == 3  # the largest, the smallest and one sampled
 
 
 # -- search.run on other data than the supernet.pt records -----------------------------------------
