@@ -13,3 +13,7 @@ class ArchNotInTableError(ProfileError):
 
     The search then fits a latency predictor on `profile.table_rows()` instead.
     """
+
+
+class DiskFullError(ProfileError):
+    """A table or profile could not be written for lack of space; the previous file is kept."""

@@ -70,7 +70,10 @@ def main(argv: list[str] | None = None) -> Path:
         sys.exit(f"error: {err}")
     fields = calibrated_fields(profile, result, table=str(table), space=args.supernet or args.space, name=args.name)
     out = Path(args.out) if args.out else Path(table).with_name(f"{fields['name']}.yaml")
-    write_profile(fields, out)
+    try:
+        write_profile(fields, out)
+    except ProfileError as err:  # a full disk
+        sys.exit(f"error: {err}")
     print(f"calibrated {profile.name} on {result.rows} subnets of {table}: MAPE {result.before_mape:.2f}% -> "
           f"{result.fit_mape:.2f}%, Kendall tau {result.before_kendall_tau:.3f} -> {result.fit_kendall_tau:.3f}; "
           f"launch overhead {result.launch_overhead_ms * 1e3:.1f} us/layer")

@@ -141,15 +141,19 @@ def main(argv: list[str] | None = None) -> Path:
         sys.exit(f"error: {err}")
     chunk = args.chunk or default_chunk(net.space)
     setting = f"on {profile.name} ({profile.device}, {profile.backend}, {profile.threads} thread(s))"
-    if args.lut:
-        print(f"timing each distinct layer of {args.supernet} once {setting}")
-        out = build_lut(net, profile, args.out or Path("runs") / "tables" / f"{profile.name}_lut.yaml", chunk=chunk)
-        print(f"wrote {out}; use it with a kind: lut profile, e.g. python -m search.run hw=note10 "
-              f"hw.name={profile.name}_lut hw.lut={out}")
-        return out
-    print(f"timing {len(archs)} subnets of {args.supernet} {setting}")
-    rows = measure_models(exported(net, archs), profile, chunk=chunk)
-    out = write_table(rows, args.out or Path("runs") / "tables" / f"{profile.name}.csv")
+    try:  # the writes: a full disk is one line (DiskFullError, a ProfileError)
+        if args.lut:
+            print(f"timing each distinct layer of {args.supernet} once {setting}")
+            out = build_lut(net, profile, args.out or Path("runs") / "tables" / f"{profile.name}_lut.yaml",
+                            chunk=chunk)
+            print(f"wrote {out}; use it with a kind: lut profile, e.g. python -m search.run hw=note10 "
+                  f"hw.name={profile.name}_lut hw.lut={out}")
+            return out
+        print(f"timing {len(archs)} subnets of {args.supernet} {setting}")
+        rows = measure_models(exported(net, archs), profile, chunk=chunk)
+        out = write_table(rows, args.out or Path("runs") / "tables" / f"{profile.name}.csv")
+    except ProfileError as err:
+        sys.exit(f"error: {err}")
     print(f"wrote {len(rows)} rows to {out}; use it with hw=<device profile> hw.table={out}")
     return out
 

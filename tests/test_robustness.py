@@ -339,3 +339,23 @@ def test_export_names_a_supernet_without_its_data(net, tmp_path, capsys):
     path = save_checkpoint(supernet_ckpt(net, config={}), tmp_path / "supernet.pt")
     assert export_cli(capsys, path, "--arch", "smallest") == (
         f"error: {str(path)!r} does not say which data it was trained on (config.data)")
+
+
+def test_a_full_disk_writing_a_device_table_is_one_line_and_keeps_the_old_table(tmp_path, monkeypatch):
+    import hw_profiles.files as files
+    from hw_profiles import write_table
+    from hw_profiles.errors import DiskFullError, ProfileError
+
+    path = tmp_path / "tables" / "jetson.csv"
+    rows = [{"arch": {"resolution": 8, "depth": 2}, "latency_ms": 1.5}]
+    write_table(rows, path)
+    before = path.read_bytes()
+
+    def full(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(files.os, "fsync", full)
+    with pytest.raises(DiskFullError, match=r"no space left on device writing '.*jetson\.csv' \(\d+ MiB free there\)"):
+        write_table(rows * 2, path)
+    assert issubclass(DiskFullError, ProfileError)  # the commands print ProfileErrors as one line
+    assert path.read_bytes() == before and sorted(p.name for p in path.parent.iterdir()) == ["jetson.csv"]
