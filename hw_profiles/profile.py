@@ -162,8 +162,9 @@ class HardwareProfile:
             index[key] = row
         return index
 
-    def measure_many(self, models: Sequence[tuple[nn.Module, Sequence[int]]]) -> list[LatencyResult]:
+    def measure_many(self, models: Sequence[tuple[nn.Module | bytes, Sequence[int]]]) -> list[LatencyResult]:
         """Time several `(model, input_shape)` in `rounds` interleaved rounds (measured kind only).
+        A model is a module or, with `backend: onnxruntime`, a serialized ONNX model.
 
         Interleaving spreads each model's passes over the whole measurement, so a burst of load
         from another process slows a few passes of many models instead of all passes of one.

@@ -25,7 +25,7 @@ from torch import nn
 
 
 def time_interleaved(
-    models: Sequence[tuple[nn.Module, tuple[int, ...]]],
+    models: Sequence[tuple[nn.Module | bytes, tuple[int, ...]]],
     *,
     device: str,
     backend: str,
@@ -49,7 +49,8 @@ def time_interleaved(
         raise ValueError(f"rounds must be >= 1, got {rounds}")
     rounds = min(rounds, repeats)
     per_round = [repeats // rounds + (r < repeats % rounds) for r in range(rounds)]
-    with _eval_mode([model for model, _ in models]), _torch_threads(threads), torch.no_grad():
+    modules = [model for model, _ in models if isinstance(model, nn.Module)]
+    with _eval_mode(modules), _torch_threads(threads), torch.no_grad():
         runs = [_runner(model, (batch_size, *shape), device, backend, threads) for model, shape in models]
         for run in runs:
             for _ in range(warmup):
@@ -67,8 +68,15 @@ def time_interleaved(
     return times_ms
 
 
-def _runner(model: nn.Module, shape: tuple[int, ...], device: str, backend: str, threads: int) -> Callable[[], None]:
-    """A function that runs one forward pass and returns when its result exists."""
+def _runner(model: nn.Module | bytes, shape: tuple[int, ...], device: str, backend: str,
+            threads: int) -> Callable[[], None]:
+    """A function that runs one forward pass and returns when its result exists. ``model`` is a
+    module or, for the onnxruntime backend, a serialized ONNX model (e.g. a quantized export with
+    integer kernels, which torch's own ONNX export of the module would not give)."""
+    if isinstance(model, bytes):
+        if backend != "onnxruntime":
+            raise ValueError(f"a serialized ONNX model is timed with backend 'onnxruntime', not {backend!r}")
+        return _onnx_session_runner(model, shape, device, threads)
     if backend == "torch":
         return _torch_runner(model, shape, torch.device(device))
     return _onnxruntime_runner(model, shape, device, threads)
@@ -90,20 +98,25 @@ def _torch_runner(model: nn.Module, shape: tuple[int, ...], device: torch.device
 
 
 def _onnxruntime_runner(model: nn.Module, shape: tuple[int, ...], device: str, threads: int) -> Callable[[], None]:
-    import onnxruntime  # only for this backend: a device that times with torch need not install it
-
     cpu_model = _on_device(model, torch.device("cpu"))
-    batch = torch.randn(shape)
     with tempfile.TemporaryDirectory(prefix="ofa-nas-onnx-") as folder:
         path = Path(folder) / "model.onnx"
         with torch.no_grad():
-            torch.onnx.export(cpu_model, (batch,), str(path), dynamo=True, verbose=False)
-        options = onnxruntime.SessionOptions()
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1  # one graph, run op after op: no inter-op parallelism
-        provider = "CUDAExecutionProvider" if device == "cuda" else "CPUExecutionProvider"
-        session = onnxruntime.InferenceSession(str(path), options, providers=[provider])
-    feed = {session.get_inputs()[0].name: batch.numpy()}
+            torch.onnx.export(cpu_model, (torch.randn(shape),), str(path), dynamo=True, verbose=False)
+        # from the path: the export may keep its weights in a file beside it (model.onnx.data)
+        return _onnx_session_runner(str(path), shape, device, threads)
+
+
+def _onnx_session_runner(model: bytes | str, shape: tuple[int, ...], device: str, threads: int) -> Callable[[], None]:
+    """``model``: a serialized ONNX model or the path of one."""
+    import onnxruntime  # only for this backend: a device that times with torch need not install it
+
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1  # one graph, run op after op: no inter-op parallelism
+    provider = "CUDAExecutionProvider" if device == "cuda" else "CPUExecutionProvider"
+    session = onnxruntime.InferenceSession(model, options, providers=[provider])
+    feed = {session.get_inputs()[0].name: torch.randn(shape).numpy()}
     # session.run returns host arrays, so each run has finished when it returns.
     return lambda: session.run(None, feed)
 

@@ -2,7 +2,8 @@
 
 Accuracy: the subnet on a held-out split, batch norms recalibrated first (CNNs; OFA).
 Latency: from the profile's own source, named in ``latency_source`` beside every value:
-- measured (``local_cpu``, ``local_gpu``): the exported static subnet timed here; slow, so the
+- measured (``local_cpu``, ``local_gpu``): the exported static subnet timed here (with
+  ``backend: onnxruntime`` its ONNX export, integer kernels included: ``deployable``); slow, so the
   search predicts it between real evaluations;
 - estimated (``jetson``, ``rpi4``, ...): the roofline sum over ``net.layer_costs(arch)``; cheap and
   exact for the model, so the search uses it directly on every candidate;
@@ -27,6 +28,7 @@ from supernet.evaluate import accuracy
 
 from .features import objective_features
 from .lut import lut_layers
+from .measure import deployable
 
 
 class SupernetEvaluator:
@@ -40,9 +42,7 @@ class SupernetEvaluator:
     def __call__(self, archs: list[dict]) -> dict[str, list]:
         accuracies = [accuracy(self.net, arch, self.loader, self.device, self.calib_loader) for arch in archs]
         if self.measures:  # timed together, in interleaved rounds: a burst of load hits all of them a little
-            shapes = [(self.net.in_chans, arch["resolution"], arch["resolution"]) for arch in archs]
-            results = self.profile.measure_many([(self.net.export(a).eval(), s) for a, s in zip(archs, shapes,
-                                                                                                 strict=True)])
+            results = self.profile.measure_many([deployable(self.net, arch, self.profile) for arch in archs])
             latencies = [(r.ms, "measured") for r in results]
         else:
             latencies = [self.latency(arch) for arch in archs]

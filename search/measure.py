@@ -57,11 +57,24 @@ def sample_archs(space, n: int, seed: int) -> list[dict]:
     return archs
 
 
-def exported(net, archs: list[dict]) -> Iterator[tuple[dict, object, tuple[int, int, int]]]:
-    """``(arch, static model, input shape)``, built on demand so that few models are alive at once."""
+def deployable(net, arch: dict, profile: HardwareProfile) -> tuple[object, tuple[int, int, int]]:
+    """``(model, input shape)`` of ``arch`` as the profile's backend runs it: the static subnet (a module) for
+    torch; for onnxruntime its serialized ONNX export (``deployed_onnx``: integer kernels for
+    quantized blocks)."""
+    res = arch["resolution"]
+    static = net.export(arch).eval()
+    if profile.backend == "onnxruntime":
+        from supernet.export import deployed_onnx, example_input  # onnx: not on a device that times torch
+
+        static = deployed_onnx(static, example_input(net, arch, batch_size=2), profile.device)
+    return static, (net.in_chans, res, res)
+
+
+def exported(net, archs: list[dict], profile: HardwareProfile) -> Iterator[tuple[dict, object, tuple[int, int, int]]]:
+    """``(arch, model, input shape)`` as the profile's backend runs it (``deployable``), built on
+    demand so that few models are alive at once."""
     for arch in archs:
-        res = arch["resolution"]
-        yield arch, net.export(arch), (net.in_chans, res, res)
+        yield arch, *deployable(net, arch, profile)
 
 
 def distinct_layers(net) -> Iterator[tuple[str, object, tuple[int, ...]]]:
@@ -150,7 +163,7 @@ def main(argv: list[str] | None = None) -> Path:
                   f"hw.name={profile.name}_lut hw.lut={out}")
             return out
         print(f"timing {len(archs)} subnets of {args.supernet} {setting}")
-        rows = measure_models(exported(net, archs), profile, chunk=chunk)
+        rows = measure_models(exported(net, archs, profile), profile, chunk=chunk)
         out = write_table(rows, args.out or Path("runs") / "tables" / f"{profile.name}.csv")
     except ProfileError as err:
         sys.exit(f"error: {err}")

@@ -96,14 +96,29 @@ ONNX_TRANSLATIONS = {torch.ops.aten.fake_quantize_per_tensor_affine.tensor_qpara
                      torch.ops.aten.fake_quantize_per_channel_affine.default: _onnx_fake_quantize_per_channel}
 
 
-def _write_onnx(static: nn.Module, x: torch.Tensor, path: Path) -> None:
+def onnx_model(static: nn.Module, x: torch.Tensor) -> onnx.ModelProto:
+    """The graph of ``model.onnx`` for the static subnet ``static`` (``x``: an example batch; the
+    batch dimension stays dynamic)."""
     batch = torch.export.Dim("batch", min=1, max=4096)
     with warnings.catch_warnings(), _quiet_loggers("onnx_ir", "onnxscript", "torch.onnx"):
         warnings.simplefilter("ignore")
         program = torch.onnx.export(static, (x,), dynamo=True, input_names=["input"], output_names=["logits"],
                                     dynamic_shapes=({0: batch},), opset_version=ONNX_OPSET,
                                     custom_translation_table=ONNX_TRANSLATIONS, verbose=False)
-    model = integer_convs(program.model_proto)
+    return integer_convs(program.model_proto)
+
+
+def deployed_onnx(static: nn.Module, x: torch.Tensor, device: str = "cpu") -> bytes:
+    """The serialized ONNX that onnxruntime would run on ``device``: ``model.onnx``'s graph, on a
+    CPU with uint8 activation pairs (``uint8_qdq``: there only they become integer kernels). What a
+    profile with ``backend: onnxruntime`` times, so that a search times the integer kernels a user
+    deploys, not PyTorch's fake quantization."""
+    model = onnx_model(static, x)
+    return (uint8_qdq(model) if device == "cpu" else model).SerializeToString()
+
+
+def _write_onnx(static: nn.Module, x: torch.Tensor, path: Path) -> None:
+    model = onnx_model(static, x)
     atomic_write(path, lambda f: f.write(model.SerializeToString()))
 
 

@@ -146,3 +146,28 @@ def test_a_requantized_conv_is_exact_through_relu_and_within_a_step_through_hard
     else:
         bound = second.input_scale * second.quantized_weight().abs().sum((1, 2, 3))  # one step per input
         assert ((torch.from_numpy(y) - expected).abs() <= bound.view(1, -1, 1, 1) + 1e-5).all()
+
+
+def test_an_onnxruntime_profile_times_the_integer_export_not_fake_quantization(tmp_path):
+    """Issue 19 item 2: a `backend: onnxruntime` profile times what deploys. The model it is handed
+    for an 8-bit subnet is the export with integer kernels (before: the module, which onnxruntime
+    ran as fake quantization in float), and a search's evaluator and a device table time it."""
+    from hw_profiles import load_profile
+    from search.evaluator import SupernetEvaluator
+    from search.measure import deployable
+
+    torch.manual_seed(0)
+    net = create_supernet_from_config(model_config("mobilenetv3"), num_classes=10).eval()
+    arch = bits_arch(net, 8)
+    profile = load_profile("local_cpu", backend="onnxruntime", warmup=1, repeats=3, rounds=1)
+    model, shape = deployable(net, arch, profile)
+    assert isinstance(model, bytes) and shape == (1, arch["resolution"], arch["resolution"])
+    _, ops = optimized_session(onnx.load_from_string(model), tmp_path / "optimized.onnx")
+    assert sum(o in INTEGER_OPS for o in ops) == expected_integer_nodes(net.export(arch))
+    assert isinstance(deployable(net, arch, load_profile("local_cpu"))[0], nn.Module)  # torch: the module
+
+    images = torch.randn(8, 1, arch["resolution"], arch["resolution"])
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(images, torch.zeros(8, dtype=torch.long)),
+                                         batch_size=8)
+    result = SupernetEvaluator(net, profile, loader)([arch])
+    assert result["latency_source"] == ["measured"] and result["latency_ms"][0] > 0
