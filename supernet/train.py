@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import csv
 import io
-import os
 import signal
 import sys
 import time
@@ -41,6 +40,7 @@ from .checkpoint import (
 )
 from .cli import CONF_DIR, hydra_command
 from .data import DataError, build_data, calibration_loader
+from .distributed import Dist
 from .errors import ConfigError
 from .evaluate import accuracy
 from .models import ModelConfigError, create_supernet_from_config
@@ -50,48 +50,7 @@ from .schedule import Schedule
 from .space import ArchError
 
 
-# -- distributed ---------------------------------------------------------------------------------
-@dataclass
-class Dist:
-    rank: int = 0
-    world: int = 1
-    local_rank: int = 0
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-    @classmethod
-    def from_env(cls, device_kind: str) -> Dist:
-        """torchrun sets WORLD_SIZE/RANK/LOCAL_RANK; without them this is a single process."""
-        world = int(os.environ.get("WORLD_SIZE", 1))
-        if world == 1:
-            return cls()
-        torch_dist.init_process_group("nccl" if device_kind == "cuda" else "gloo")
-        return cls(torch_dist.get_rank(), world, int(os.environ.get("LOCAL_RANK", 0)))
-
-    def wrap(self, net: nn.Module) -> nn.Module | None:
-        """``DistributedDataParallel`` around ``net`` when there are several ranks, else None.
-
-        Every rank runs the same subnets, so the same parameters take part on every rank; which ones
-        changes from subnet to subnet (``find_unused_parameters``). A sandwich step runs its first
-        subnets under ``no_sync()``: their gradients add up locally and DDP reduces the sums in
-        buckets, overlapped with the last subnet's backward. Batch-norm statistics stay per rank
-        (rank 0's are saved), as they were before DDP."""
-        if self.world == 1:
-            return None
-        device_ids = [self.local_rank] if next(net.parameters()).is_cuda else None
-        return nn.parallel.DistributedDataParallel(net, device_ids=device_ids, find_unused_parameters=True,
-                                                   broadcast_buffers=False)
-
-    def any(self, flag: bool) -> bool:
-        if self.world == 1:
-            return flag
-        t = torch.tensor([float(flag)])
-        torch_dist.all_reduce(t)
-        return bool(t.item() > 0)
-
-
+# -- distributed (the process group: supernet.distributed) -----------------------------------------
 class EpochSampler(Sampler):
     """A seeded permutation per epoch, sharded over ranks, that can start part way (resume)."""
 
