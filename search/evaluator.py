@@ -11,6 +11,13 @@ Latency: from the profile's own source, named in ``latency_source`` beside every
   the table's rows (``latency_source: table-predicted``);
 - lut (``kind: lut``, e.g. ``note10``): the sum of the per-layer lookup table's entries of the arch's
   layers (``search.lut``); cheap, so the search uses it directly on every candidate.
+
+Over several processes (``torchrun ... -m search.run``, ``dist``): rank 0 runs the search and calls
+the evaluator; every call first broadcasts the archs to the other ranks, which wait in ``serve``.
+Then every rank evaluates them on its shard of the split (and of the calibration images), counts
+and batch-norm statistics summed over the ranks (``supernet.evaluate.accuracy``). Latency is
+rank 0's alone, taken after the accuracies while the other ranks wait: a measured profile times the
+device rank 0 runs on, with no other rank's work beside it.
 """
 from __future__ import annotations
 
@@ -24,6 +31,7 @@ from torch.utils.data import DataLoader
 from hw_profiles import HardwareProfile
 from hw_profiles.table import canonical_arch
 from predictors import create_predictor
+from supernet.distributed import Dist
 from supernet.evaluate import accuracy
 
 from .features import objective_features
@@ -35,12 +43,19 @@ class SupernetEvaluator:
     """``evaluator(archs) -> {"accuracy", "latency_ms", "latency_source", "profile"}`` for a search."""
 
     def __init__(self, net: torch.nn.Module, profile: HardwareProfile, loader: DataLoader,
-                 calib_loader: DataLoader | None = None, device: torch.device | str = "cpu", seed: int = 0):
+                 calib_loader: DataLoader | None = None, device: torch.device | str = "cpu", seed: int = 0,
+                 dist: Dist | None = None, loaders: dict[str, DataLoader] | None = None):
+        """``loader``: the split every evaluation scores; ``loaders``: other splits by name, for
+        ``accuracies(archs, name)``. With ``dist``, all of them and ``calib_loader`` are this rank's
+        shards (``supernet.distributed.shard``)."""
         self.net, self.profile, self.loader, self.calib_loader = net, profile, loader, calib_loader
-        self.device, self.seed = device, seed
+        self.device, self.seed, self.dist = device, seed, dist or Dist()
+        self.loaders = {None: loader, **(loaders or {})}
+        self._busy = False  # rank 0 is inside a command the other ranks take part in
+        self._released = False
 
     def __call__(self, archs: list[dict]) -> dict[str, list]:
-        accuracies = [accuracy(self.net, arch, self.loader, self.device, self.calib_loader) for arch in archs]
+        accuracies = self.accuracies(archs)
         if self.measures:  # timed together, in interleaved rounds: a burst of load hits all of them a little
             results = self.profile.measure_many([deployable(self.net, arch, self.profile) for arch in archs])
             latencies = [(r.ms, "measured") for r in results]
@@ -48,6 +63,34 @@ class SupernetEvaluator:
             latencies = [self.latency(arch) for arch in archs]
         return {"accuracy": accuracies, "latency_ms": [ms for ms, _ in latencies],
                 "latency_source": [source for _, source in latencies], "profile": [self.profile.name] * len(archs)}
+
+    def accuracies(self, archs: list[dict], split: str | None = None) -> list[float]:
+        """The accuracy of each arch on ``split`` (a name of ``loaders``; None: the search's split).
+        On rank 0 of several, the other ranks are told to evaluate the same archs alongside."""
+        if self.dist.world > 1 and self.dist.main:
+            self._busy = True
+            self.dist.broadcast(("accuracy", split, archs))
+        accuracies = [accuracy(self.net, arch, self.loaders[split], self.device, self.calib_loader, self.dist)
+                      for arch in archs]
+        self._busy = False
+        return accuracies
+
+    def serve(self) -> None:
+        """Ranks other than 0: evaluate what rank 0 sends (``accuracies``) until it says stop."""
+        while True:
+            message = self.dist.broadcast()
+            if message[0] == "stop":
+                return
+            _, split, archs = message
+            self.accuracies(archs, split)
+
+    def release(self) -> None:
+        """Rank 0, done (or failed outside an evaluation): the other ranks' ``serve`` returns. Not
+        after a failure inside one: the others are then inside a collective, and torchrun ends them
+        when rank 0 exits."""
+        if self.dist.world > 1 and self.dist.main and not self._busy and not self._released:
+            self.dist.broadcast(("stop",))
+            self._released = True
 
     @property
     def measures(self) -> bool:

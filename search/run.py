@@ -3,6 +3,10 @@
 A thin layer over ``search.run_search``: it loads the supernet and the profile, checks every option
 before it writes anything, runs the loop in ``out_dir/<hw>/<stamp>/`` (or continues an unfinished
 one), exports the front's subnets and prints the front.
+
+Under ``torchrun --nproc_per_node=N`` the search is spread over N processes: rank 0 runs the loop
+(search decisions, latency, every file) and each chunk of real evaluations is scored data-parallel,
+each rank on its shard of the split's batches (``search.evaluator``, ``supernet.distributed``).
 """
 from __future__ import annotations
 
@@ -25,8 +29,8 @@ from predictors import PredictorError
 from supernet.checkpoint import CheckpointError, load_supernet, save_json
 from supernet.cli import hydra_command
 from supernet.data import DataError, build_data, calibration_loader
+from supernet.distributed import Dist, shard
 from supernet.errors import ConfigError
-from supernet.evaluate import accuracy
 from supernet.export import save_subnet
 
 from .evaluator import SupernetEvaluator
@@ -37,6 +41,9 @@ from .report import format_table
 
 USER_ERRORS = (CheckpointError, ConfigError, DataError, PredictorError, ProfileError, SearchConfigError)
 log = logging.getLogger("search")
+# how long the other ranks wait for rank 0's next chunk (its predictor fits, its latency timing, the
+# export): generous, since a rank that dies ends the whole torchrun job anyway
+RANK_TIMEOUT = _dt.timedelta(hours=6)
 
 
 def default_supernet(train_dir: str | Path) -> Path:
@@ -145,8 +152,9 @@ def read_state(path: Path) -> dict:
     raise SearchConfigError(f"{path} is damaged ({reason}); remove that search directory or pass resume=never")
 
 
-def run(cfg) -> Path:
-    """Runs (or continues) the search of ``cfg``; returns its directory."""
+def run(cfg) -> Path | None:
+    """Runs (or continues) the search of ``cfg``; returns its directory (None on the ranks other
+    than 0 of several processes: they only evaluate what rank 0 sends)."""
     from omegaconf import OmegaConf
 
     options = OmegaConf.to_container(cfg, resolve=True)
@@ -159,24 +167,47 @@ def run(cfg) -> Path:
         raise SearchConfigError(f"device={cfg.device!r}; allowed: auto, cpu, cuda")
     if cfg.device == "cuda" and not torch.cuda.is_available():
         raise SearchConfigError("device=cuda but no CUDA device is available; use device=cpu or device=auto")
+    kind = "cuda" if cfg.device == "cuda" or cfg.device == "auto" and torch.cuda.is_available() else "cpu"
+    dist = Dist.from_env(kind, timeout=RANK_TIMEOUT)
     profile = load_profile(options["hw"])
     if profile.kind == "measured" and profile.table is None:
         profile.check_available()
     supernet_path = Path(cfg.supernet) if cfg.supernet else default_supernet(cfg.train_dir)
-    print(f"supernet: {supernet_path}")
+    if dist.main:
+        print(f"supernet: {supernet_path}")
     net = load_supernet(supernet_path)
-    device = torch.device("cuda" if cfg.device == "auto" and torch.cuda.is_available() else
-                          "cpu" if cfg.device == "auto" else cfg.device)
+    device = torch.device("cuda", dist.local_rank) if kind == "cuda" else torch.device("cpu")
     net.to(device)
     data, data_cfg = search_data(net, supernet_path, options.get("data"))
     if cfg.split not in ("val", "test"):
         raise SearchConfigError(f"split={cfg.split!r}; allowed: val, test")
     workers = dict(num_workers=cfg.num_workers, persistent_workers=cfg.num_workers > 0)
-    loader = DataLoader(getattr(data, cfg.split), batch_size=cfg.eval_batch_size, **workers)
-    calib = calibration_loader(data, cfg.bn_calib_images, cfg.eval_batch_size, cfg.seed, cfg.num_workers)
-    evaluator = SupernetEvaluator(net, profile, loader, calib, device, seed=cfg.seed)
+    # over several processes, each rank reads its share of the batches of each (supernet.distributed.shard)
+    loader = shard(DataLoader(getattr(data, cfg.split), batch_size=cfg.eval_batch_size, **workers), dist,
+                   f"split={cfg.split}")
+    test_loader = shard(DataLoader(data.test, batch_size=cfg.eval_batch_size, num_workers=cfg.num_workers), dist,
+                        "split=test")
+    calib = shard(calibration_loader(data, cfg.bn_calib_images, cfg.eval_batch_size, cfg.seed, cfg.num_workers),
+                  dist)
+    evaluator = SupernetEvaluator(net, profile, loader, calib, device, seed=cfg.seed, dist=dist,
+                                  loaders={"test": test_loader})
     check_reachable(net.space, constraints, exact_quantities(net.space, evaluator.exact()))
+    if not dist.main:  # rank 0 decides and writes; this rank scores its shards of what rank 0 sends
+        evaluator.serve()
+        dist.close()
+        return None
+    try:
+        out = run_main_rank(cfg, options, net, profile, data, data_cfg, evaluator, objectives, constraints,
+                            supernet_path)
+    finally:  # the other ranks stop waiting (unless rank 0 failed inside an evaluation: torchrun ends them)
+        evaluator.release()
+    dist.close()
+    return out
 
+
+def run_main_rank(cfg, options, net, profile, data, data_cfg, evaluator, objectives, constraints,
+                  supernet_path) -> Path:
+    """Rank 0's (or the only process's) part of ``run``: the directory, the loop, the export, the front."""
     settings = {"supernet": str(supernet_path.resolve()), "supernet_digest": net.digest, "hw": options["hw"],
                 "objectives": list(objectives),
                 "constraints": constraints, **{key: options[key] for key in (
@@ -218,7 +249,7 @@ def run(cfg) -> Path:
     if not result.pareto and constraints:
         warn_unmet(result.evaluations, constraints, objectives)
     else:
-        export_front(net, result.pareto, objectives, out, data, calib, device, cfg, supernet_path)
+        export_front(net, result.pareto, objectives, out, data, evaluator, cfg, supernet_path)
     save_json({"settings": settings, "finished": True}, out / "search_state.json")
     columns = ["id", *objectives, *[c for c in ("latency_ms", "macs", "params") if c not in objectives],
                "latency_source"]
@@ -258,19 +289,18 @@ def search_data(net, supernet_path: Path, override: dict | None):
     return data, data_cfg
 
 
-def export_front(net, pareto, objectives, out, data, calib, device, cfg, supernet_path) -> None:
+def export_front(net, pareto, objectives, out, data, evaluator, cfg, supernet_path) -> None:
     """The front's subnets (at most ``export.max_subnets``, spread along it) as standalone models, with
     their test accuracy beside the search's figures in arch.json."""
     if not pareto or cfg.export.max_subnets < 1:
         return
     F = np.stack([minimised(name, [row[name] for row in pareto]) for name in objectives], axis=1)
     chosen = [pareto[i] for i in pick_spread(F, cfg.export.max_subnets)]
-    test_loader = DataLoader(data.test, batch_size=cfg.eval_batch_size, num_workers=cfg.num_workers)
     for row in tqdm(chosen, desc="exporting subnets"):
         metrics = {key: row[key] for key in ("accuracy", "macs", "params", "latency_ms", "latency_source", "profile")
                    if key in row}
         metrics["accuracy_split"] = cfg.split
-        metrics["test_accuracy"] = accuracy(net, row["arch"], test_loader, device, calib)
+        metrics["test_accuracy"] = evaluator.accuracies([row["arch"]], "test")[0]  # over all ranks
         save_subnet(net, row["arch"], out / "subnets" / f"{row['id']:04d}", metrics=metrics,
                     supernet_path=str(supernet_path), onnx=cfg.export.onnx, preprocessing=data.preprocessing)
 
