@@ -199,8 +199,12 @@ def run(cfg) -> Path | None:
     try:
         out = run_main_rank(cfg, options, net, profile, data, data_cfg, evaluator, objectives, constraints,
                             supernet_path)
-    finally:  # the other ranks stop waiting (unless rank 0 failed inside an evaluation: torchrun ends them)
-        evaluator.release()
+    except KeyboardInterrupt:  # Ctrl-C or torchrun's SIGTERM reached every rank: none waits for rank 0
+        raise
+    except BaseException:  # the other ranks stop waiting (unless rank 0 failed inside an evaluation,
+        evaluator.release()  # where they are inside a collective: torchrun ends them when rank 0 exits)
+        raise
+    evaluator.release()
     dist.close()
     return out
 

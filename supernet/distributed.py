@@ -150,7 +150,8 @@ def shard(loader: DataLoader, dist: Dist, what: str | None = None) -> DataLoader
     if what is not None and len(batches) < dist.world:
         raise DataError(f"{dist.world} processes but {what} has {len(loader.dataset)} images, {len(batches)} "
                         f"batch(es) of {loader.batch_size}: every process needs a batch; run at most "
-                        f"{len(batches)} processes or lower the batch size (eval_batch_size)")
+                        f"{len(batches)} process{'es' if len(batches) > 1 else ''} or lower the batch size "
+                        "(eval_batch_size)")
     mine = batches[dist.rank::dist.world]
     workers = loader.num_workers if mine else 0
     return DataLoader(loader.dataset, batch_sampler=mine, num_workers=workers, collate_fn=loader.collate_fn,

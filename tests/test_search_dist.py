@@ -103,6 +103,20 @@ def test_more_processes_than_batches_is_refused_naming_the_split():
         shard(loader, Dist(rank=0, world=4), "split=val")
 
 
+def test_nccl_without_a_gpu_and_more_ranks_than_gpus_are_one_line_errors(monkeypatch):
+    from supernet.errors import ConfigError
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ConfigError, match=r"^device=cuda on 2 processes \(NCCL\) but no CUDA device is available"):
+        Dist.from_env("cuda")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    with pytest.raises(ConfigError, match=r"^LOCAL_RANK=1 but this node has 1 CUDA device\(s\): run at most 1 "):
+        Dist.from_env("cuda")
+
+
 # -- the command line under torchrun ------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def supernet_path(tmp_path_factory):
