@@ -24,8 +24,8 @@ def accuracy(net: nn.Module, arch: dict, loader: DataLoader, device: torch.devic
 
     With ``dist`` (several processes, every rank calling this for the same ``arch``), ``loader`` and
     ``calib_loader`` are the rank's shards (``supernet.distributed.shard``): the batch-norm statistics
-    are reduced over the ranks (``recalibrate_bn``) and the correct and total counts summed, so
-    every rank returns the accuracy on the whole split.
+    are gathered into one process's (``recalibrate_bn``) and the correct and total counts summed, so
+    every rank returns the accuracy one process finds on the whole split.
     """
     previous, was_training = net.active_arch, net.training
     net.set_active(arch)
