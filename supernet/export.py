@@ -108,13 +108,25 @@ def onnx_model(static: nn.Module, x: torch.Tensor) -> onnx.ModelProto:
     return integer_convs(program.model_proto)
 
 
+def cpu_has_vnni() -> bool:
+    """Whether this x86 CPU has VNNI (AVX-512 or AVX): onnxruntime's u8 x s8 kernels are exact only
+    there. Read from /proc/cpuinfo (Linux); elsewhere False, the safe answer (u8 x u8 is exact
+    everywhere)."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text().split()
+    except OSError:
+        return False
+    return "avx512_vnni" in flags or "avx_vnni" in flags
+
+
 def deployed_onnx(static: nn.Module, x: torch.Tensor, device: str = "cpu") -> bytes:
     """The serialized ONNX that onnxruntime would run on ``device``: ``model.onnx``'s graph, on a
-    CPU with uint8 activation pairs (``uint8_qdq``: there only they become integer kernels). What a
-    profile with ``backend: onnxruntime`` times, so that a search times the integer kernels a user
-    deploys, not PyTorch's fake quantization."""
+    CPU with uint8 activation pairs (``uint8_qdq``: there only they become integer kernels) and
+    int8 conv weights where that kernel is exact (VNNI), else uint8 ones. What a profile with
+    ``backend: onnxruntime`` times, so that a search times the integer kernels a user deploys, not
+    PyTorch's fake quantization."""
     model = onnx_model(static, x)
-    return (uint8_qdq(model) if device == "cpu" else model).SerializeToString()
+    return (uint8_qdq(model, uint8_weights=not cpu_has_vnni()) if device == "cpu" else model).SerializeToString()
 
 
 def _write_onnx(static: nn.Module, x: torch.Tensor, path: Path) -> None:

@@ -91,8 +91,11 @@ def test_every_8_bit_conv_and_matmul_runs_as_an_integer_kernel(exported, tmp_pat
 
 
 def test_integer_graph_computes_the_fake_quantized_subnet(exported, tmp_path):
+    """On the graph whose integer kernels are exact on this CPU: u8 x s8 convs with VNNI, u8 x u8
+    without (there u8 x s8 pair sums saturate: measured on an AVX2-only AMD EPYC, logits 1.4 off)."""
     _, _, path, x, fake_quantized, floating = exported
-    session, _ = optimized_session(uint8_qdq(onnx.load(path)), tmp_path / "optimized.onnx")
+    vnni = export_mod.cpu_has_vnni()
+    session, _ = optimized_session(uint8_qdq(onnx.load(path), uint8_weights=not vnni), tmp_path / "optimized.onnx")
     (logits,) = session.run(None, {"input": x.numpy()})
     logits = torch.from_numpy(logits)
 
@@ -101,12 +104,13 @@ def test_integer_graph_computes_the_fake_quantized_subnet(exported, tmp_path):
 
     for ours in (logits, int8_logits(path, x, tmp_path)):
         assert rms(ours - fake_quantized) <= rms(fake_quantized - floating)
-    # uint8 conv weights (for x86 without VNNI): the same integer kernels and the same integers
-    session, ops = optimized_session(uint8_qdq(onnx.load(path), uint8_weights=True), tmp_path / "u8u8.onnx")
+    # the other conv weight type: the same integer kernels; on VNNI also the same integers
+    other, ops = optimized_session(uint8_qdq(onnx.load(path), uint8_weights=vnni), tmp_path / "other.onnx")
     assert ops.count("QLinearConv") == sum(op == "QLinearConv" for op in optimized_session(
-        uint8_qdq(onnx.load(path)), tmp_path / "optimized.onnx")[1])
-    torch.testing.assert_close(torch.from_numpy(session.run(None, {"input": x.numpy()})[0]), logits,
-                               atol=1e-5, rtol=0)
+        uint8_qdq(onnx.load(path), uint8_weights=not vnni), tmp_path / "optimized.onnx")[1])
+    if vnni:
+        torch.testing.assert_close(torch.from_numpy(other.run(None, {"input": x.numpy()})[0]), logits,
+                                   atol=1e-5, rtol=0)
 
 
 def int8_logits(path, x, tmp_path) -> torch.Tensor:
@@ -135,7 +139,8 @@ def test_a_requantized_conv_is_exact_through_relu_and_within_a_step_through_hard
     stack = quantized_stack(activation, depthwise)
     x = torch.randn(4, 8, 6, 6)
     export_mod._write_onnx(stack, x, tmp_path / "stack.onnx")
-    session, ops = optimized_session(uint8_qdq(onnx.load(tmp_path / "stack.onnx")), tmp_path / "optimized.onnx")
+    exact_here = uint8_qdq(onnx.load(tmp_path / "stack.onnx"), uint8_weights=not export_mod.cpu_has_vnni())
+    session, ops = optimized_session(exact_here, tmp_path / "optimized.onnx")
     assert ops.count("QLinearConv") == 1  # the first; the second's output reaches no quantizer
     (y,) = session.run(None, {"input": x.numpy()})
     with torch.no_grad():
@@ -159,12 +164,12 @@ def test_an_onnxruntime_profile_times_the_integer_export_not_fake_quantization(t
     torch.manual_seed(0)
     net = create_supernet_from_config(model_config("mobilenetv3"), num_classes=10).eval()
     arch = bits_arch(net, 8)
-    profile = load_profile("local_cpu", backend="onnxruntime", warmup=1, repeats=3, rounds=1)
+    profile = load_profile("local_cpu", warmup=1, repeats=3, rounds=1)  # onnxruntime: the default
     model, shape = deployable(net, arch, profile)
     assert isinstance(model, bytes) and shape == (1, arch["resolution"], arch["resolution"])
     _, ops = optimized_session(onnx.load_from_string(model), tmp_path / "optimized.onnx")
     assert sum(o in INTEGER_OPS for o in ops) == expected_integer_nodes(net.export(arch))
-    assert isinstance(deployable(net, arch, load_profile("local_cpu"))[0], nn.Module)  # torch: the module
+    assert isinstance(deployable(net, arch, load_profile("local_cpu", backend="torch"))[0], nn.Module)
 
     images = torch.randn(8, 1, arch["resolution"], arch["resolution"])
     loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(images, torch.zeros(8, dtype=torch.long)),
