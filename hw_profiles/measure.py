@@ -62,7 +62,7 @@ def measure_models(
 
 
 def measure_layers(
-    layers: Iterable[tuple[str | Mapping[str, Any], nn.Module, Sequence[int]]],
+    layers: Iterable[tuple[str | Mapping[str, Any], nn.Module | bytes, Sequence[int]]],
     profile: HardwareProfile,
     *,
     chunk: int = 100,

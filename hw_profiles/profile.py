@@ -10,6 +10,7 @@ Any kind may name a `table`; its rows (`table_rows()`) train the search's latenc
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -194,7 +195,14 @@ class HardwareProfile:
         )
 
     def check_available(self) -> None:
-        """Raises ProfileError when this machine cannot time on the profile's device."""
+        """Raises ProfileError when this machine cannot time on the profile's device or backend."""
+        if self.backend == "onnxruntime":
+            for package in ("onnxruntime", "onnx", "onnxscript"):  # the session; the subnet's export
+                if importlib.util.find_spec(package) is None:
+                    raise ProfileError(
+                        f"profile {self.name!r} ({self.origin}) times with onnxruntime, but {package!r} is not "
+                        f"installed here; pip install onnxruntime onnx onnxscript, or time with hw.backend=torch"
+                    )
         if self.device != "cuda":
             return
         if self.backend == "torch" and not torch.cuda.is_available():

@@ -31,6 +31,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from hw_profiles import HardwareProfile, ProfileError, load_profile, measure_models, write_table
 from hw_profiles.lut import layer_key, write_lut
@@ -57,17 +58,22 @@ def sample_archs(space, n: int, seed: int) -> list[dict]:
     return archs
 
 
-def deployable(net, arch: dict, profile: HardwareProfile) -> tuple[object, tuple[int, int, int]]:
-    """``(model, input shape)`` of ``arch`` as the profile's backend runs it: the static subnet (a module) for
-    torch; for onnxruntime its serialized ONNX export (``deployed_onnx``: integer kernels for
-    quantized blocks)."""
-    res = arch["resolution"]
-    static = net.export(arch).eval()
-    if profile.backend == "onnxruntime":
-        from supernet.export import deployed_onnx, example_input  # onnx: not on a device that times torch
+def for_backend(module, shape: tuple[int, ...], profile: HardwareProfile):
+    """``module`` as the profile's backend runs it: the module itself for torch; for onnxruntime its
+    serialized ONNX export (``supernet.export.deployed_onnx``: 8-bit blocks as integer kernels, as a
+    user deploys them, not PyTorch's fake quantization). ``shape``: one input's, without the batch."""
+    if profile.backend != "onnxruntime":
+        return module
+    from supernet.export import deployed_onnx  # onnx: not needed on a device that times torch
 
-        static = deployed_onnx(static, example_input(net, arch, batch_size=2), profile.device)
-    return static, (net.in_chans, res, res)
+    return deployed_onnx(module.eval(), torch.randn(2, *shape), profile.device)
+
+
+def deployable(net, arch: dict, profile: HardwareProfile) -> tuple[object, tuple[int, int, int]]:
+    """``(model, input shape)`` of ``arch`` as the profile's backend runs it (``for_backend``)."""
+    res = arch["resolution"]
+    shape = (net.in_chans, res, res)
+    return for_backend(net.export(arch).eval(), shape, profile), shape
 
 
 def exported(net, archs: list[dict], profile: HardwareProfile) -> Iterator[tuple[dict, object, tuple[int, int, int]]]:
@@ -77,22 +83,23 @@ def exported(net, archs: list[dict], profile: HardwareProfile) -> Iterator[tuple
         yield arch, *deployable(net, arch, profile)
 
 
-def distinct_layers(net) -> Iterator[tuple[str, object, tuple[int, ...]]]:
+def distinct_layers(net, profile: HardwareProfile) -> Iterator[tuple[str, object, tuple[int, ...]]]:
     """``(key, module, input shape)`` of every distinct layer of ``net``'s space, each once, exported
-    one covering arch at a time so that only the layers still to be timed are kept alive."""
+    one covering arch at a time so that only the layers still to be timed are kept alive; each module
+    as the profile's backend runs it (``for_backend``)."""
     seen = set()
     for arch in lut_cover(net.space):
         for layer, module, shape in lut_modules(net, arch):
             key = layer_key(layer)
             if key not in seen:
                 seen.add(key)
-                yield key, module, shape
+                yield key, for_backend(module, shape, profile), shape
 
 
 def build_lut(net, profile: HardwareProfile, out: str | Path, *, chunk: int | None = None,
               progress: bool = True) -> Path:
     """Times every distinct layer of ``net``'s space once on ``profile`` and writes the lookup table."""
-    entries = measure_layers(distinct_layers(net), profile, chunk=chunk or default_chunk(net.space),
+    entries = measure_layers(distinct_layers(net, profile), profile, chunk=chunk or default_chunk(net.space),
                              progress=progress)
     header = (f"per-layer latency lookup table, python -m search.measure --lut, profile {profile.name} "
               f"({profile.device}, {profile.backend}, {profile.threads} thread(s), batch {profile.batch_size})\n"

@@ -366,3 +366,15 @@ def test_malformed_tables_name_file_and_line(tmp_path):
     write_table([{"arch": {"w": 8}, "latency_ms": 1.0}, {"arch": {"w": 8}, "latency_ms": 2.0}], twice)
     with pytest.raises(ProfileError, match="twice"):
         load_profile({"name": "t", "kind": "table", "table": str(twice)}).latency_ms(arch={"w": 8})
+
+
+def test_an_onnxruntime_profile_without_onnxruntime_installed_is_a_one_line_error(monkeypatch):
+    # a device install (a Raspberry Pi with torch only) times local_cpu's default backend: say what to do
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "onnxruntime" else real(name, *a))
+    with pytest.raises(ProfileError, match=r"'onnxruntime' is not installed here; pip install onnxruntime .* "
+                                           r"hw.backend=torch"):
+        quick_cpu().latency_ms(mlp(4, 1), (4,))
+    quick_cpu(backend="torch").latency_ms(mlp(4, 1), (4,))  # eager needs none of it

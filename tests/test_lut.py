@@ -11,6 +11,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import onnx
 import pytest
 import torch
 import yaml
@@ -162,7 +163,9 @@ def tiny_checkpoint(tmp_path_factory):
 def quick_cpu_yaml(tmp_path_factory):
     """local_cpu with few passes, as a profile file (what --hw takes besides a name)."""
     config = yaml.safe_load((PROFILE_DIR / "local_cpu.yaml").read_text())
-    config.update(name="quick_cpu", threads=1, warmup=2, repeats=6, rounds=3)
+    # eager: the table's logic does not depend on the backend, and exporting 56 layers to ONNX would
+    # take minutes here (the onnxruntime path: test_an_onnxruntime_table_times_each_layers_export)
+    config.update(name="quick_cpu", threads=1, warmup=2, repeats=6, rounds=3, backend="torch")
     path = tmp_path_factory.mktemp("hw") / "quick_cpu.yaml"
     path.write_text(yaml.safe_dump(config))
     return path
@@ -305,3 +308,22 @@ def test_a_model_config_without_num_classes_is_a_one_line_error():
         "\n" not in message
     with pytest.raises(ModelConfigError, match="model 'mobilenetv3' needs option 'num_classes'"):
         space_from_config(model_config("mobilenetv3"))
+
+
+def test_an_onnxruntime_table_times_each_layers_export():
+    """With local_cpu's default backend each layer is timed as it deploys: its ONNX export, an 8-bit
+    block with integer kernels (the module path of hw_profiles knows no quantized export)."""
+    from hw_profiles.measure import measure_layers
+    from search.lut import lut_modules
+    from search.measure import for_backend
+
+    net = create_supernet_from_config(TINY_MBV3, num_classes=10).eval()
+    arch = {**net.space.smallest(), "bits": [8] * len(net.space.smallest()["bits"])}
+    profile = load_profile("local_cpu", warmup=1, repeats=3, rounds=1)
+    assert profile.backend == "onnxruntime"
+    layers = [(layer, for_backend(module, shape, profile), shape)
+              for layer, module, shape in lut_modules(net, arch)[:3]]
+    assert all(isinstance(model, bytes) for _, model, _ in layers)
+    assert any("QuantizeLinear" in str(onnx.load_from_string(model).graph.node) for _, model, _ in layers)
+    entries = measure_layers(layers, profile, progress=False)
+    assert len(entries) == 3 and all(e["mean"] > 0 and e["count"] == 3 for e in entries.values())
