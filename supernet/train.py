@@ -682,7 +682,8 @@ def check_ranks_agree(net: nn.Module, dist: Dist) -> None:
     """All ranks must hold the same weights at the end; a mismatch means they drew different subnets."""
     if dist.world == 1:
         return
-    checksum = torch.stack([p.detach().double().sum() for p in net.parameters()]).sum().cpu().reshape(1)
+    # on the weights' device: NCCL gathers CUDA tensors only
+    checksum = torch.stack([p.detach().double().sum() for p in net.parameters()]).sum().reshape(1)
     gathered = [torch.zeros_like(checksum) for _ in range(dist.world)]
     torch_dist.all_gather(gathered, checksum)
     if not all(torch.allclose(g, gathered[0], rtol=1e-9, atol=0) for g in gathered):
