@@ -11,7 +11,8 @@ torch model, batch norms recalibrated for the CNNs) and the analytic model size.
 Latency: onnxruntime on the CPU, batch 1 and 64, sessions interleaved, of the largest arch as
 - ``float``: the float ``model.onnx``;
 - ``qat_int8``: the 8-bit ``model.onnx`` (this package's quantization-aware model) re-expressed by
-  ``uint8_qdq`` (same numbers), so that onnxruntime fuses its linear layers and convolutions into
+  ``uint8_qdq`` (same numbers; conv weights uint8 on a CPU without VNNI, as ``deployed_onnx``),
+  so that onnxruntime fuses its linear layers and convolutions into
   integer kernels on x86 (``integer_convs`` gave the convs batch norm folded and an output
   quantizer, which onnxruntime needs to fuse a conv);
 - ``ptq_int8``: onnxruntime's own static quantization of the float export (QDQ, per channel, uint8
@@ -57,7 +58,11 @@ from supernet.bn import recalibrate_bn  # noqa: E402
 from supernet.checkpoint import load_supernet, save_json  # noqa: E402
 from supernet.data import build_data, calibration_loader  # noqa: E402
 from supernet.evaluate import accuracy  # noqa: E402
-from supernet.export import save_subnet, uint8_qdq  # noqa: E402
+from supernet.export import cpu_has_vnni, save_subnet, uint8_qdq  # noqa: E402
+
+# conv weights as deployed here (supernet.export.deployed_onnx): int8 (u8 x s8 kernels) with VNNI,
+# uint8 without, where u8 x s8 pair sums saturate
+U8_WEIGHTS = not cpu_has_vnni()
 from supernet.models import create_supernet_from_config  # noqa: E402
 
 SHORT_SCHEDULES = {"mobilenetv3": "model.schedule=[{name:largest,epochs:10,lr:3.0e-3,warmup_epochs:1,"
@@ -162,7 +167,8 @@ def bench(model: str, overrides: list[str], threads: int, repeats: int) -> dict:
         for bits in (32, 8):
             recalibrate_bn(net, archs[bits], calib, len(calib))  # as accuracy() did (CNNs)
             models[bits] = save_subnet(net, archs[bits], tmp / f"{bits}bit") / "model.onnx"
-        models = {"float": onnx.load(models[32]), "qat_int8": uint8_qdq(onnx.load(models[8])),
+        models = {"float": onnx.load(models[32]),
+                  "qat_int8": uint8_qdq(onnx.load(models[8]), uint8_weights=U8_WEIGHTS),
                   "ptq_int8": ptq_int8(models[32], calib, res, tmp)}
         sessions = {name: session(m, threads, tmp / f"{name}.opt.onnx") for name, m in models.items()}
         for name, s in sessions.items():
@@ -203,7 +209,8 @@ def bench_latency(spec: str, threads: int, repeats: int) -> dict:
         for bits, arch in archs.items():
             recalibrate_bn(net, arch, calib, len(calib))
             paths[bits] = save_subnet(net, arch, tmp / f"{bits}bit") / "model.onnx"
-        models = {"float": onnx.load(paths[32]), "qat_int8": uint8_qdq(onnx.load(paths[8])),
+        models = {"float": onnx.load(paths[32]),
+                  "qat_int8": uint8_qdq(onnx.load(paths[8]), uint8_weights=U8_WEIGHTS),
                   "ptq_int8": ptq_int8(paths[32], calib, res, tmp)}
         sessions = {key: session(m, threads, tmp / f"{key}.opt.onnx") for key, m in models.items()}
         for key in sessions:
