@@ -224,29 +224,67 @@ class SearchSpace:
         """Equal for two archs that describe the same subnet (inactive entries ignored)."""
         return arch_key(self.canonical(arch))
 
+    def active_genes(self, arch: dict) -> np.ndarray:
+        """Per gene (``encode``'s order), whether its entry runs in ``arch``: False for the entries of
+        blocks beyond a depth, which ``canonical`` fixes to the largest choice. Found from
+        ``canonical`` alone, so every family gets it: a per-block dimension set to its smallest
+        choice throughout, an entry that ``canonical`` moves off it does not run."""
+        arch = self.canonical(arch)
+        mask = []
+        for d in self.dims:
+            if d.length is None or len(d.choices) == 1:
+                mask += [True] * d.num_genes
+                continue
+            lowest = self.canonical({**arch, d.name: [d.choices[0]] * d.length})[d.name]
+            mask += [value == d.choices[0] for value in lowest]
+        return np.array(mask, dtype=bool)
+
+    def one_hot(self, arch: dict) -> np.ndarray:
+        """Per entry of each dimension with more than one choice, a one-hot of its choice; all zero
+        for an entry that does not run (``active_genes``). For OFA's MobileNetV3 space the kernel
+        and expand columns are exactly the input of OFA's accuracy predictor."""
+        arch = self.canonical(arch)
+        genes, active = self.encode(arch), self.active_genes(arch)
+        out, pos = [], 0
+        for d in self.dims:
+            for gene in range(pos, pos + d.num_genes):
+                if len(d.choices) > 1:
+                    column = np.zeros(len(d.choices))
+                    if active[gene]:
+                        column[genes[gene]] = 1.0
+                    out.append(column)
+            pos += d.num_genes
+        return np.concatenate(out) if out else np.zeros(0)
+
     def features(self, arch: dict, for_: str = "accuracy") -> np.ndarray:
         """Predictor features of one arch, for the quantity ``for_`` predicts (``FEATURE_SETS``).
 
-        ``accuracy``: the choice indices of the canonical arch, then MACs, params, model size.
-        ``latency``: what drives run time, from ``layer_costs`` (no choice indices): the number of
-        layers, then per op kind of ``LATENCY_OPS`` its layer count, MACs and activation bytes,
+        ``accuracy``: ``one_hot(arch)`` (each running entry's choice, an entry that does not run
+        all zero), then MACs, params, model size. A linear model on it gives each choice of each
+        block its own weight (on choice indices it could only scale one slope per block, and an
+        inactive block read as its largest choice); OFA's own accuracy predictor is an MLP on this
+        encoding. ``latency``: what drives run time, from ``layer_costs`` (no choices): the number
+        of layers, then per op kind of ``LATENCY_OPS`` its layer count, MACs and activation bytes,
         then total MACs, params, weight bytes and activation bytes. Every family gives the same
-        columns (``feature_names(for_)``), zero for an op kind it lacks.
+        latency columns (``feature_names(for_)``), zero for an op kind it lacks.
         """
         if for_ not in FEATURE_SETS:
             raise ValueError(f"unknown feature set {for_!r}; allowed: {', '.join(FEATURE_SETS)}")
         arch = self.canonical(arch)
         if for_ == "latency":
             return latency_features(self.layer_costs(arch))
-        extras = [self.macs(arch), self.params(arch), self.model_size_bytes(arch)]
-        return np.concatenate([self.encode(arch).astype(np.float64), np.array(extras, dtype=np.float64)])
+        layers = self._layers(arch)  # once for all three totals
+        extras = [sum(layer[2] for layer in layers), sum(layer[3] for layer in layers),
+                  sum(layer[3] * layer[5] // 8 for layer in layers)]
+        return np.concatenate([self.one_hot(arch), np.array(extras, dtype=np.float64)])
 
     def feature_names(self, for_: str = "accuracy") -> list[str]:
         if for_ not in FEATURE_SETS:
             raise ValueError(f"unknown feature set {for_!r}; allowed: {', '.join(FEATURE_SETS)}")
         if for_ == "latency":
             return list(LATENCY_FEATURE_NAMES)
-        names = [d.name if d.length is None else f"{d.name}[{i}]" for d in self.dims for i in range(d.num_genes)]
+        names = [f"{d.name}={c}" if d.length is None else f"{d.name}[{i}]={c}"
+                 for d in self.dims if len(d.choices) > 1 for i in range(d.num_genes) for c in d.choices]
         return names + list(self.feature_extras)
 
     # -- costs: all derived from the family's analytic per-layer table ----------------------

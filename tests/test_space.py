@@ -3,6 +3,7 @@ import json
 
 import numpy as np
 import pytest
+import yaml
 
 from supernet import ArchError, Dim
 from supernet.models.vit import ViTSpace
@@ -123,3 +124,58 @@ def test_median_is_a_reproducible_mid_size_arch():
     median = space.median(num_samples=101, seed=3)
     assert median == space.median(num_samples=101, seed=3)
     assert space.macs(space.smallest()) < space.macs(median) < space.macs(space.largest())
+
+
+def test_accuracy_features_one_hot_the_running_entries_and_zero_the_others():
+    space = tiny_space((8, 32))
+    arch = {"resolution": 8, "depth": 2, "embed_dim": 16, "num_heads": [1, 2, 1], "mlp_ratio": [2.0, 1.0, 1.0],
+            "bits": [8, 32, 8]}
+    row = dict(zip(space.feature_names(), space.features(arch), strict=True))
+    assert row["resolution=8"] == 1 and row["resolution=4"] == 0 and row["depth=2"] == 1
+    assert (row["num_heads[0]=1"], row["num_heads[0]=2"], row["num_heads[1]=2"]) == (1, 0, 1)
+    assert (row["bits[0]=8"], row["bits[1]=32"], row["mlp_ratio[1]=1.0"]) == (1, 1, 1)
+    # block 2 does not run at depth 2: all its columns are zero, whatever its entries say
+    assert all(value == 0 for name, value in row.items() if "[2]=" in name)
+    assert space.active_genes(arch).tolist() == [True, True, True, True, True, False, True, True, False, True,
+                                                 True, False]
+    changed = {**arch, "num_heads": [1, 2, 2], "mlp_ratio": [2.0, 1.0, 2.0], "bits": [8, 32, 32]}
+    np.testing.assert_array_equal(space.features(changed), space.features(arch))
+    assert row["macs"] == space.macs(arch) and row["params"] == space.params(arch)
+    assert row["model_size_bytes"] == space.model_size_bytes(arch)
+    assert not any(name.startswith("bits") for name in tiny_space((32,)).feature_names())  # one choice: no column
+
+
+def test_one_hot_of_ofa_mobilenetv3_is_the_input_of_ofas_accuracy_predictor():
+    from search.benchmarks import OFAAccuracyPredictor, ofa_w12_space
+
+    space = ofa_w12_space()
+    rng = np.random.default_rng(0)
+    archs = [space.sample(rng) for _ in range(50)] + [space.smallest(), space.largest()]
+    X = np.stack([space.one_hot(a) for a in archs])
+    names = space.feature_names()
+    kernel = [names.index(f"ks[{j}]={k}") for j in range(20) for k in (3, 5, 7)]
+    expand = [names.index(f"expand[{j}]={e}") for j in range(20) for e in (3, 4, 6)]
+    np.testing.assert_array_equal(X[:, kernel + expand], OFAAccuracyPredictor.encode(archs)[:, :120])
+
+
+@pytest.mark.parametrize("model", ["resnet", "mobilenetv3", "vit"])
+def test_one_hot_counts_one_column_per_running_entry_in_every_family(model):
+    from conftest import ROOT
+
+    from supernet import space_from_config
+
+    space = space_from_config(yaml.safe_load((ROOT / "conf" / "model" / f"{model}.yaml").read_text()),
+                              num_classes=10)
+    rng = np.random.default_rng(1)
+    for _ in range(20):
+        arch = space.sample(rng)
+        active = space.active_genes(arch)
+        counted = [i for i, d in enumerate(g for d in space.dims for g in [d] * d.num_genes) if len(d.choices) > 1]
+        assert space.one_hot(arch).sum() == active[counted].sum()
+        # an entry that does not run: any other choice leaves the subnet, and its features, unchanged
+        genes = space.encode(arch)
+        for gene in np.flatnonzero(~active)[:3]:
+            other = genes.copy()
+            other[gene] = (other[gene] + 1) % (space.gene_upper_bounds()[gene] + 1)
+            assert space.key(space.decode(other)) == space.key(arch)
+            np.testing.assert_array_equal(space.features(space.decode(other)), space.features(arch))
