@@ -49,7 +49,7 @@ log = logging.getLogger(__name__)
 ANALYTIC = ("macs", "params", "model_size_bytes")  # exact from the space, always computed
 # The library's defaults, the same as conf/search.yaml's (a test checks it); none depends on the budget.
 DEFAULTS = {"init": 20, "per_iteration": 10, "generations": 40, "population": 100, "algorithm": "nsga2",
-            "predictor": "xgboost", "select": "hvi", "score_sample": 10, "refine": 0}
+            "predictor": "ridge", "select": "hvi", "score_sample": 10, "refine": 0}
 TOP_UP_FACTOR = 4  # random archs added to a short candidate pool: k x this, so that enough are feasible
 
 
@@ -325,10 +325,14 @@ class _Search:
         return bool(self.predicted)
 
     def _new_predictor(self, name: str):
-        """The predictor of ``name``; a latency one fits relative error unless the options say
-        otherwise (latencies span 10x: squared error would fit the slowest subnets only)."""
+        """The predictor of ``name``; an xgboost (or auto) latency one fits relative error unless the
+        options say otherwise (latencies span 10x: squared error would fit the slowest subnets only).
+        Ridge keeps squared error: its relative fit (least absolute error) on a few dozen rows of the
+        front interpolates some rows and misses the others (toy space: Kendall tau 0.80 and 17%
+        MAPE on unseen archs, squared 0.97 and 1.6%)."""
         options = {**_seeded(self.predictor_name, self.seed), **self.predictor_options}
-        relative = feature_set(name) == "latency" and "loss" in predictor_options(self.predictor_name)
+        relative = (feature_set(name) == "latency" and self.predictor_name != "ridge"
+                    and "loss" in predictor_options(self.predictor_name))
         if relative and "loss" not in options:
             options["loss"] = "relative"
         return create_predictor(self.predictor_name, **options)
