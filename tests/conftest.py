@@ -64,3 +64,25 @@ def run_training(overrides: list[str], stop_at_step: int | None = None) -> int:
         for sig, handler in handlers.items():
             signal.signal(sig, handler)
     return 0
+
+
+def stopped_search(source, n: int, target=None):
+    """The search directory ``source`` as if it had stopped after ``n`` real evaluations: its first
+    ``n`` rows of evaluations.csv and an unfinished search_state.json, written into ``target``
+    (made if missing; default: ``source`` itself). Returns the directory written."""
+    import csv
+    import json
+    from pathlib import Path
+
+    source = Path(source)
+    target = source if target is None else Path(target)
+    target.mkdir(parents=True, exist_ok=True)
+    with open(source / "evaluations.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    with open(target / "evaluations.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=rows[0].keys())
+        writer.writeheader()
+        writer.writerows(rows[:n])
+    state = json.loads((source / "search_state.json").read_text())
+    (target / "search_state.json").write_text(json.dumps({**state, "finished": False}))
+    return target

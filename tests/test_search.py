@@ -12,7 +12,7 @@ import time
 import numpy as np
 import pytest
 import torch
-from conftest import ROOT, model_config
+from conftest import ROOT, model_config, stopped_search
 from pymoo.indicators.hv import HV
 
 from hw_profiles import ProfileError
@@ -259,12 +259,7 @@ def test_resume_auto_continues_an_unfinished_search(supernet_path, tmp_path, cap
     out = run(compose(supernet_path, tmp_path, "hw=jetson"))
     # as if it had stopped after 10 real evaluations
     rows = list(csv.DictReader(open(out / "evaluations.csv")))
-    with open(out / "evaluations.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=rows[0].keys())
-        writer.writeheader()
-        writer.writerows(rows[:10])
-    state = json.loads((out / "search_state.json").read_text())
-    (out / "search_state.json").write_text(json.dumps({**state, "finished": False}))
+    stopped_search(out, 10)
     stale = out / ".evaluations.csv.0123456789abcdef.tmp"  # a write killed mid-way (kill -9)
     stale.write_text("id,arch\n0,")
     capsys.readouterr()

@@ -1,6 +1,5 @@
 """Searches spread over processes: two gloo processes score each subnet on half the batches each and
 write the evaluations of one process, to the last image; the search resumes under torchrun."""
-import csv
 import json
 import os
 import socket
@@ -11,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 import torch.multiprocessing as mp
-from conftest import ROOT, model_config
+from conftest import ROOT, model_config, stopped_search
 from torch.utils.data import DataLoader
 
 from supernet import create_supernet_from_config
@@ -148,15 +147,7 @@ def test_torchrun_continues_a_search_on_two_processes_as_one_process_would(super
         torch.set_num_threads(threads)
     # the same search stopped after 2 real evaluations: two processes continue it (resume=DIR) and
     # score the other 6 (the rest of the initial ones, then the predictors' picks) on half the batches each
-    two = tmp_path / "two" / "jetson" / one.name
-    two.mkdir(parents=True)
-    rows = list(csv.DictReader(open(one / "evaluations.csv")))
-    with open(two / "evaluations.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=rows[0].keys())
-        writer.writeheader()
-        writer.writerows(rows[:2])
-    state = json.loads((one / "search_state.json").read_text())
-    (two / "search_state.json").write_text(json.dumps({**state, "finished": False}))
+    two = stopped_search(one, 2, tmp_path / "two" / "jetson" / one.name)
     proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
                            f"--master_port={free_port()}", "-m", "search.run", f"supernet={supernet_path}",
                            f"out_dir={tmp_path / 'two'}", f"resume={two}", *SEARCH], capture_output=True, text=True,
