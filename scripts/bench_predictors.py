@@ -143,7 +143,8 @@ def main() -> None:
     acc = np.array([accuracy(net, a, val, calib_loader=calib) for a in tqdm(archs, desc="true accuracy")])
     results = {"accuracy": score(X, acc, 100, macs_column)}
 
-    profile = load_profile("local_cpu", **({} if args.threads is None else {"threads": args.threads}))
+    # eager, as its figures were measured: onnxruntime (local_cpu's default) exports each subnet first
+    profile = load_profile("local_cpu", backend="torch", **({} if args.threads is None else {"threads": args.threads}))
     lat_archs = archs[:300]
     first, second = (time_subnets(net, lat_archs, profile, f"local_cpu latency, timing {i}") for i in (1, 2))
     X_latency = objective_features(space, lat_archs, "latency_ms")

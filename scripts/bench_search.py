@@ -119,8 +119,9 @@ def main_digits(argv) -> None:
     space = net.space
     data_cfg = dict(net.train_config["data"])
     data = build_data(data_cfg.pop("name"), **data_cfg)
+    # eager, as its figures were measured: onnxruntime (local_cpu's default) exports each subnet first
     oracle = Oracle(net, DataLoader(data.val, batch_size=512), calibration_loader(data, 2000, 512),
-                    load_profile("local_cpu"))
+                    load_profile("local_cpu", backend="torch"))
 
     reference_archs = initial_archs(space, args.reference, np.random.default_rng(12345))
     reference = []
