@@ -196,7 +196,8 @@ def test_a_converted_ofa_supernet_finetunes_with_a_new_head_then_searches_export
     export([str(tuned_path), "--arch", '{"ks": 3, "e": 3, "d": 2, "r": 128}', "--out", str(tmp_path / "exported")])
     (subnet,) = (tmp_path / "exported").iterdir()
     assert json.loads((subnet / "arch.json").read_text())["arch"]["resolution"] == 128
-    table = measure(["--supernet", str(converted), "--hw", "local_cpu", "--n", "1", "--out", str(tmp_path / "t.csv")])
+    table = measure(["--supernet", str(converted), "--hw", "local_cpu", "--backend", "torch", "--n", "1",
+                     "--out", str(tmp_path / "t.csv")])
     assert len(list(csv.DictReader(Path(table).open()))) == 3  # the largest, the smallest and one sampled
 
 

@@ -163,7 +163,8 @@ def test_an_onnxruntime_profile_times_the_integer_export_not_fake_quantization(t
 
     torch.manual_seed(0)
     net = create_supernet_from_config(model_config("mobilenetv3"), num_classes=10).eval()
-    arch = bits_arch(net, 8)
+    # the smallest subnet (10 blocks, all 8-bit): each dynamo ONNX export here costs seconds per block
+    arch = {**net.space.smallest(), "bits": [8] * len(net.space.smallest()["bits"])}
     profile = load_profile("local_cpu", warmup=1, repeats=3, rounds=1)  # onnxruntime: the default
     model, shape = deployable(net, arch, profile)
     assert isinstance(model, bytes) and shape == (1, arch["resolution"], arch["resolution"])
