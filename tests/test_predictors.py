@@ -21,7 +21,7 @@ from predictors import (
     report,
 )
 
-MODELS = ["xgboost", "ridge", "mlp", "gp", "auto"]
+MODELS = ["xgboost", "ridge", "mlp", "gp", "gp_linear", "auto"]
 # Three folds instead of the default five keep the file fast; it is the same code path.
 OPTIONS = {"auto": {"folds": 3}}
 N_TRAIN, N_TEST = 300, 100
@@ -92,7 +92,7 @@ def test_save_load_round_trip_predicts_identically(task, name, tmp_path):
     assert (document["kind"], document["n_features"]) == (name, X_test.shape[1])
 
 
-@pytest.mark.parametrize("name", ["xgboost", "mlp", "gp"])
+@pytest.mark.parametrize("name", ["xgboost", "mlp", "gp", "gp_linear"])
 def test_fitting_is_deterministic(task, name):
     X_train, y_train, X_test, _, fitted_model = task
     refitted = create_predictor(name).fit(X_train, y_train)
@@ -198,6 +198,27 @@ def test_gp_tunes_on_a_subset_and_conditions_on_every_row():
         create_predictor("gp", max_iter=0)
 
 
+def test_linear_gp_extrapolates_a_line_and_learns_a_local_bump():
+    rng = np.random.default_rng(0)
+    w = np.array([1.0, -2.0, 0.5, 3.0])
+    X = rng.uniform(size=(120, 4))
+    # a line is carried on far outside the rows seen (the linear term)
+    X_far = rng.uniform(2, 3, size=(50, 4))
+    linear = create_predictor("gp_linear").fit(X, X @ w)
+    assert report(X_far @ w, linear.predict(X_far))["rmse"] < 1e-3 * (X_far @ w).std()
+    # a bump no line can fit: the RBF term learns it where the rows are, ridge cannot
+    def truth(X):
+        return X @ w + 2 * np.exp(-((X - 0.5) ** 2).sum(axis=1) / 0.05)
+    X_new = rng.uniform(size=(200, 4))
+    bumped = create_predictor("gp_linear").fit(X, truth(X))
+    ridge = create_predictor("ridge").fit(X, truth(X))
+    rmse = {name: report(truth(X_new), model.predict(X_new))["rmse"] for name, model in
+            (("gp_linear", bumped), ("ridge", ridge))}
+    assert rmse["gp_linear"] < 0.5 * rmse["ridge"]
+    with pytest.raises(PredictorError, match="gp_linear max_opt_rows must be an integer >= 1, got 0"):
+        create_predictor("gp_linear", max_opt_rows=0)
+
+
 @pytest.fixture
 def ridge_file(tmp_path):
     X, y, _, _ = nas_like_data("latency")
@@ -298,7 +319,7 @@ def test_predict_refuses_bad_input_and_unfitted_use(tmp_path):
 def test_factory_lists_names_and_options():
     assert isinstance(create_predictor(), XGBoostPredictor)  # xgboost is the default
     assert set(MODELS) <= set(list_predictors())
-    with pytest.raises(PredictorError, match="unknown predictor 'forest'; known predictors: auto, gp, mlp"):
+    with pytest.raises(PredictorError, match="unknown predictor 'forest'; known predictors: auto, gp, gp_linear, mlp"):
         create_predictor("forest")
     with pytest.raises(PredictorError, match="'ridge' has no option 'depth'; its options: alpha"):
         create_predictor("ridge", depth=3)
