@@ -49,7 +49,7 @@ log = logging.getLogger(__name__)
 ANALYTIC = ("macs", "params", "model_size_bytes")  # exact from the space, always computed
 # The library's defaults, the same as conf/search.yaml's (a test checks it); none depends on the budget.
 DEFAULTS = {"init": 20, "per_iteration": 10, "generations": 40, "population": 100, "algorithm": "nsga2",
-            "predictor": "ridge", "select": "hvi", "score_sample": 10, "refine": 0}
+            "predictor": "gp_linear", "select": "hvi", "score_sample": 10, "refine": 0}
 TOP_UP_FACTOR = 4  # random archs added to a short candidate pool: k x this, so that enough are feasible
 
 
