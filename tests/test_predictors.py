@@ -219,6 +219,45 @@ def test_linear_gp_extrapolates_a_line_and_learns_a_local_bump():
         create_predictor("gp_linear", max_opt_rows=0)
 
 
+def one_hot_data(n_rows: int, seed: int):
+    """Twenty blocks, each with a kernel and an expand choice of three, as one-hot columns, and the
+    MACs column (the sum of kernel^2 x expand over blocks: not a linear function of the one-hot):
+    accuracy follows log MACs, plus a small effect of each choice."""
+    rng = np.random.default_rng(seed)
+    kernel, expand = rng.integers(0, 3, size=(2, n_rows, 20))
+    one_hot = np.concatenate([np.eye(3)[kernel], np.eye(3)[expand]], axis=2).reshape(n_rows, -1)
+    macs = (np.array([3, 5, 7])[kernel] ** 2 * np.array([3, 4, 6])[expand]).sum(axis=1) * 1e5
+    effects = np.random.default_rng(99).normal(0, 0.02, size=one_hot.shape[1])
+    return np.column_stack([one_hot, macs]), np.log(macs) + one_hot @ effects
+
+
+def test_linear_gp_leans_on_the_size_columns_when_rows_are_few():
+    # 30 rows, 121 columns: a standardised linear fit (ridge) spreads its prior over 120 one-hot
+    # columns; the indicator group's own variance lets the MACs column lead
+    X, y = one_hot_data(30, seed=0)
+    X_test, y_test = one_hot_data(500, seed=1)
+    taus = {name: report(y_test, create_predictor(name).fit(X, y).predict(X_test))["kendall_tau"]
+            for name in ("gp_linear", "ridge", "gp")}
+    assert taus["gp_linear"] > max(taus["ridge"], taus["gp"]) + 0.05, taus
+
+
+def test_linear_gp_likelihood_gradient_matches_finite_differences():
+    X, y = one_hot_data(40, seed=2)
+    gp = create_predictor("gp_linear").fit(X, y)
+    Z, t = gp._transform(X), gp._y_scaler.transform(y)
+    parts = gp._grams(Z, Z)
+    rng = np.random.default_rng(0)
+    for theta in [gp._theta, gp.START, rng.uniform(gp.BOUNDS[:, 0], gp.BOUNDS[:, 1])]:
+        _, gradient = gp._neg_log_likelihood(theta, parts, t)
+        step = 1e-6
+        numeric = [(gp._neg_log_likelihood(theta + step * e, parts, t)[0]
+                    - gp._neg_log_likelihood(theta - step * e, parts, t)[0]) / (2 * step) for e in np.eye(len(theta))]
+        np.testing.assert_allclose(gradient, numeric, rtol=1e-4, atol=1e-6)
+    # indicator columns stay 0 / 1, the size column is standardised
+    assert gp._indicator.tolist() == [True] * 120 + [False]
+    assert np.array_equal(Z[:, :120], X[:, :120]) and abs(Z[:, 120].mean()) < 1e-9
+
+
 @pytest.fixture
 def ridge_file(tmp_path):
     X, y, _, _ = nas_like_data("latency")
