@@ -27,8 +27,8 @@ def test_the_trace_does_not_depend_on_the_budget():
 
 def test_library_defaults_are_the_cli_defaults():
     conf = yaml.safe_load((ROOT / "conf" / "search.yaml").read_text())
-    for key in ("init", "per_iteration", "generations", "population", "algorithm", "predictor"):
-        assert conf[key] == DEFAULTS[key], key
+    for key, value in DEFAULTS.items():
+        assert conf[key] == value, key
 
 
 class Memorizer(Predictor):
