@@ -33,6 +33,7 @@ class Predictor(abc.ABC):
     """
 
     kind = ""  # the registry name, set by ``register_predictor``
+    has_std = False  # whether ``predict_std`` gives a posterior standard deviation (a Bayesian model)
 
     def __init__(self):
         self.n_features: int | None = None
@@ -50,6 +51,18 @@ class Predictor(abc.ABC):
         self._require_fitted("predict")
         X = check_features(X, self.n_features)
         return np.asarray(self._predict(X), dtype=np.float64).reshape(len(X))
+
+    def predict_std(self, X) -> np.ndarray:
+        """The posterior standard deviation of each prediction, for the models that have one
+        (``has_std``: ``gp_linear``); the search's ``optimism`` scores candidates by it."""
+        self._require_fitted("predict_std")
+        if not self.has_std:
+            raise PredictorError(f"a {self.kind!r} predictor gives no standard deviation; gp_linear does")
+        X = check_features(X, self.n_features)
+        return np.asarray(self._predict_std(X), dtype=np.float64).reshape(len(X))
+
+    def _predict_std(self, X: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
 
     def report(self, X, y) -> dict[str, float]:
         """Quality on held-out rows: ``metrics.report(y, self.predict(X))``."""

@@ -221,9 +221,7 @@ class GPPredictor(Predictor):
 
     def __init__(self, n_restarts: int = 0, seed: int = 0, max_opt_rows: int = 200, max_iter: int = 50):
         super().__init__()
-        for name, value in (("max_opt_rows", max_opt_rows), ("max_iter", max_iter)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise PredictorError(f"{self.kind} {name} must be an integer >= 1, got {value!r}")
+        _check_tuning(self.kind, max_opt_rows=max_opt_rows, max_iter=max_iter)
         self.n_restarts, self.seed, self.max_opt_rows, self.max_iter = n_restarts, seed, max_opt_rows, max_iter
         self._x_scaler = self._y_scaler = self._kernel = None
         self._train = self._dual_coef = None
@@ -293,18 +291,17 @@ class LinearGPPredictor(Predictor):
     L-BFGS steps, from the starting point and ``n_restarts`` random ones; the posterior then
     conditions on every row (one Cholesky factorisation)."""
 
+    has_std = True
     # log-space bounds of (a, b, s, l / median distance, d, noise), in units of standardised targets
     BOUNDS = np.log([(1e-4, 1e2), (1e-4, 1e2), (1e-4, 1e1), (1e-1, 1e2), (1e-4, 1e1), (1e-6, 1.0)])
     START = np.log([0.5, 0.5, 0.1, 1.0, 0.1, 1e-2])
 
     def __init__(self, n_restarts: int = 0, seed: int = 0, max_opt_rows: int = 200, max_iter: int = 50):
         super().__init__()
-        for name, value in (("max_opt_rows", max_opt_rows), ("max_iter", max_iter)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise PredictorError(f"{self.kind} {name} must be an integer >= 1, got {value!r}")
+        _check_tuning(self.kind, max_opt_rows=max_opt_rows, max_iter=max_iter)
         self.n_restarts, self.seed, self.max_opt_rows, self.max_iter = n_restarts, seed, max_opt_rows, max_iter
         self._x_scaler = self._y_scaler = None
-        self._indicator = self._theta = self._train = self._dual_coef = None
+        self._indicator = self._theta = self._train = self._dual_coef = self._factor = None
         self._norms = (1.0, 1.0, 1.0)  # n_c, m_i, median distance: the kernel's fixed units
 
     def _transform(self, X):
@@ -371,12 +368,24 @@ class LinearGPPredictor(Predictor):
             self._theta = best.x
             K, _ = self._kernel(self._grams(Z, Z), self._theta)
             K[np.diag_indices_from(K)] += np.exp(self._theta[5])
-            self._dual_coef = scipy.linalg.cho_solve((_cholesky(K), True), t)
+            self._factor = _cholesky(K)
+            self._dual_coef = scipy.linalg.cho_solve((self._factor, True), t)
         self._train = Z
 
     def _predict(self, X):
         K, _ = self._kernel(self._grams(self._transform(X), self._train), self._theta)
         return self._y_scaler.inverse(K @ self._dual_coef)
+
+    def _predict_std(self, X):
+        """Of the function, not of a new measurement (the noise term left out): sqrt(k(x, x) - k_x^T K^-1 k_x)."""
+        Z = self._transform(X)
+        K, _ = self._kernel(self._grams(Z, self._train), self._theta)
+        a, b, s, _, d, _ = np.exp(self._theta)
+        n_c, m_i, _ = self._norms
+        ind = self._indicator
+        prior = a * (Z[:, ~ind] ** 2).sum(1) / n_c + b * (Z[:, ind] ** 2).sum(1) / m_i + s + d
+        v = scipy.linalg.solve_triangular(self._factor, K.T, lower=True)
+        return np.sqrt(np.maximum(prior - (v * v).sum(0), 0.0)) * self._y_scaler.scale
 
     def _state(self):
         return {"x_scaler": self._x_scaler.to_state(), "y_scaler": self._y_scaler.to_state(),
@@ -391,6 +400,16 @@ class LinearGPPredictor(Predictor):
         self._theta = np.asarray(state["theta"], dtype=np.float64)
         self._train = np.asarray(state["train"], dtype=np.float64)
         self._dual_coef = np.asarray(state["dual_coef"], dtype=np.float64)
+        K, _ = self._kernel(self._grams(self._train, self._train), self._theta)
+        K[np.diag_indices_from(K)] += np.exp(self._theta[5])
+        self._factor = _cholesky(K)  # the same factor as the fit's: the same numbers in the same order
+
+
+def _check_tuning(kind: str, **limits) -> None:
+    """The GPs' bounds on their hyperparameter tuning: positive integers."""
+    for name, value in limits.items():
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise PredictorError(f"{kind} {name} must be an integer >= 1, got {value!r}")
 
 
 def _cholesky(K):

@@ -5,7 +5,10 @@
 1. evaluate ``init`` subnets for real (random, plus the largest and the smallest);
 2. fit one predictor per objective that only ``evaluate`` can tell (features: ``space.features``,
    for latency its structural set, fitted on relative error: ``search.features``);
-3. run a pymoo algorithm for ``generations`` on the predictors (exact objectives stay exact);
+3. run a pymoo algorithm for ``generations`` on the predictors (exact objectives stay exact), each
+   predicted objective scored optimistically where the predictor has a posterior (``gp_linear``):
+   ``optimism`` standard deviations towards its better side (an upper confidence bound: a subnet far
+   from every evaluated one gets the benefit of the doubt); bounds are checked on the mean;
 4. evaluate for real ``per_iteration`` new candidates: the most spread of its predicted front
    (``select="spread"``), or those adding the most predicted hypervolume to the real front (``hvi``);
 5. refit and repeat until ``budget`` real evaluations. No default depends on ``budget``: the first
@@ -49,7 +52,7 @@ log = logging.getLogger(__name__)
 ANALYTIC = ("macs", "params", "model_size_bytes")  # exact from the space, always computed
 # The library's defaults, the same as conf/search.yaml's (a test checks it); none depends on the budget.
 DEFAULTS = {"init": 20, "per_iteration": 10, "generations": 40, "population": 100, "algorithm": "nsga2",
-            "predictor": "gp_linear", "select": "hvi", "score_sample": 10, "refine": 0}
+            "predictor": "gp_linear", "select": "hvi", "score_sample": 10, "refine": 0, "optimism": 1.0}
 TOP_UP_FACTOR = 4  # random archs added to a short candidate pool: k x this, so that enough are feasible
 
 
@@ -83,7 +86,7 @@ def run_search(space, evaluate: Callable[[list[dict]], Mapping[str, Sequence]],
                algorithm: str = DEFAULTS["algorithm"], predictor: str = DEFAULTS["predictor"],
                predictor_options: Mapping | None = None, select: str = DEFAULTS["select"],
                score_sample: int = DEFAULTS["score_sample"], refine: int = DEFAULTS["refine"],
-               constraints: Mapping[str, float] | None = None,
+               optimism: float = DEFAULTS["optimism"], constraints: Mapping[str, float] | None = None,
                exact: Mapping[str, Callable[[list[dict]], Sequence[float]]] | None = None,
                initial: Sequence[dict] | None = None,
                callback: Callable[[dict, SearchResult], None] | None = None,
@@ -100,7 +103,9 @@ def run_search(space, evaluate: Callable[[list[dict]], Mapping[str, Sequence]],
     of the initial random archs are held out of a second fit per iteration that scores the predictors on them
     (``search_log.csv``: ``<name>_sample_kendall_tau``, ``<name>_sample_mape``), 0 to skip;
     ``refine``: that many one-gene neighbours of the algorithm's final population join the
-    candidate pool (a local search on the predictors);
+    candidate pool (a local search on the predictors); ``optimism``: the algorithm and the candidate
+    choice score each predicted objective at its predicted mean plus that many posterior standard
+    deviations towards the better side (predictors with ``has_std``; the others: the mean);
     ``callback(entry, result)`` after each iteration, with its log entry and the result so far.
     """
     objectives, constraints = check_objectives(objectives), check_constraints(constraints)
@@ -113,6 +118,8 @@ def run_search(space, evaluate: Callable[[list[dict]], Mapping[str, Sequence]],
                              ("generations", generations, 1), ("population", population, 2)):
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
             raise SearchConfigError(f"{name}={value!r}: allowed: an integer >= {low}")
+    if isinstance(optimism, bool) or not isinstance(optimism, (int, float, np.number)) or not optimism >= 0:
+        raise SearchConfigError(f"optimism={optimism!r}: allowed: a number >= 0 (standard deviations)")
     if budget > space.cardinality():
         raise SearchConfigError(f"budget={budget} is more real evaluations than the space has subnets "
                                 f"({space.cardinality()}); allowed: at most {space.cardinality()}")
@@ -125,6 +132,7 @@ def run_search(space, evaluate: Callable[[list[dict]], Mapping[str, Sequence]],
     search = _Search(space, evaluate, objectives, constraints, exact, predictor, seed,
                      None if out_dir is None else Path(out_dir), chunk_size, progress)
     search.select, search.predictor_options, search.refine = select, options, refine
+    search.optimism = float(optimism)
 
     rng = np.random.default_rng(seed)
     first = initial_archs(space, max(init, len(initial)), rng, initial)
@@ -249,6 +257,7 @@ class _Search:
         self.select = "spread"  # how candidates are chosen from the predicted pool: spread | hvi
         self.predictor_options: dict = {}
         self.refine = 0  # one-gene neighbours of the algorithm's final population added to the pool
+        self.optimism = 0.0  # posterior standard deviations added to predicted objectives when proposing
         self.sample_keys: list[str] = []  # the fixed random sample the predictors are scored on
         self.sample_scores: dict[str, float] = {}
         self.score_seconds = 0.0
@@ -356,18 +365,28 @@ class _Search:
         self.score_seconds = time.perf_counter() - start
         return scores
 
-    def estimate(self, archs: list[dict]) -> dict[str, np.ndarray]:
+    def estimate(self, archs: list[dict], optimism: float = 0.0) -> dict:
+        """Exact and predicted quantities of ``archs`` (predicted: the mean). With ``optimism``, an
+        ``optimistic`` entry holds the objectives to score instead: mean + optimism x the posterior
+        standard deviation towards the better side, for predictors that have one."""
         columns = {name: np.asarray(fn(archs), dtype=np.float64) for name, fn in self.exact.items()
                    if name in self.needed}
-        if self.predicted:
-            columns.update({name: self.predictors[name].predict(self.features(archs, name)) for name in self.predicted})
+        optimistic = {}
+        for name in self.predicted:
+            X, predictor = self.features(archs, name), self.predictors[name]
+            columns[name] = predictor.predict(X)
+            if optimism > 0 and predictor.has_std and name in self.objectives:
+                optimistic[name] = columns[name] - DIRECTIONS[name] * optimism * predictor.predict_std(X)
+        if optimistic:
+            columns["optimistic"] = optimistic
         return columns
 
     # -- proposing candidates ---------------------------------------------------------------------
     def propose(self, algorithm: str, k: int, generations: int, population: int, iteration: int,
                 rng: np.random.Generator) -> list[dict]:
         """The ``k`` most spread not yet evaluated archs of the front the algorithm finds on the estimates."""
-        problem = ArchProblem(self.space, self.objectives, self.constraints, self.estimate)
+        problem = ArchProblem(self.space, self.objectives, self.constraints,
+                              lambda archs: self.estimate(archs, self.optimism))
         if algorithm == "random":
             X = np.stack([self.space.encode(self.space.sample(rng)) for _ in range(population * generations)])
         else:

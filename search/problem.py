@@ -20,7 +20,9 @@ ALGORITHMS = ("nsga2", "agemoea", "unsga3", "ctaea", "random")
 
 
 class ArchProblem(Problem):
-    """Minimise the objectives (accuracy negated) of archs given as choice-index genes."""
+    """Minimise the objectives (accuracy negated) of archs given as choice-index genes. Where
+    ``estimate`` returns an ``optimistic`` entry (``{name: values}``), those objectives are scored on
+    it; the constraints always on the plain columns (the predicted means)."""
 
     def __init__(self, space, objectives: Sequence[str], constraints: Mapping[str, float],
                  estimate: Callable[[list[dict]], Mapping[str, np.ndarray]]):
@@ -30,7 +32,8 @@ class ArchProblem(Problem):
 
     def _evaluate(self, X, out, *args, **kwargs):
         columns = self.estimate([self.space.decode(genes) for genes in X])
-        out["F"] = np.stack([minimised(name, columns[name]) for name in self.objectives], axis=1)
+        scored = {**columns, **columns.get("optimistic", {})}
+        out["F"] = np.stack([minimised(name, scored[name]) for name in self.objectives], axis=1)
         if self.constraints:
             out["G"] = violation(self.constraints, columns)
 

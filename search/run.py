@@ -216,7 +216,7 @@ def run_main_rank(cfg, options, net, profile, data, data_cfg, evaluator, objecti
                 "objectives": list(objectives),
                 "constraints": constraints, **{key: options[key] for key in (
                     "algorithm", "predictor", "budget", "init", "per_iteration", "population", "generations",
-                    "select", "score_sample", "refine", "split", "seed")}}
+                    "select", "score_sample", "refine", "optimism", "split", "seed")}}
     if "data" in options:  # only then: a search on the recorded data keeps the settings it always had (resume)
         settings["data"] = data_cfg
     while True:  # another search may take the same new directory between the choice and the lock
@@ -239,7 +239,8 @@ def run_main_rank(cfg, options, net, profile, data, data_cfg, evaluator, objecti
         result = run_search(net.space, evaluator, objectives, budget=cfg.budget, init=cfg.init,
                             per_iteration=cfg.per_iteration, generations=cfg.generations, population=cfg.population,
                             algorithm=cfg.algorithm, predictor=cfg.predictor, select=cfg.select,
-                            score_sample=cfg.score_sample, refine=cfg.refine, constraints=constraints,
+                            score_sample=cfg.score_sample, refine=cfg.refine, optimism=cfg.optimism,
+                            constraints=constraints,
                             exact=evaluator.exact(), seed=cfg.seed, out_dir=out)
     except USER_ERRORS:  # an option the loop refused before any evaluation: leave no unfinished search behind
         if created and not (out / "evaluations.csv").exists():

@@ -258,6 +258,25 @@ def test_linear_gp_likelihood_gradient_matches_finite_differences():
     assert np.array_equal(Z[:, :120], X[:, :120]) and abs(Z[:, 120].mean()) < 1e-9
 
 
+def test_linear_gp_posterior_std_is_the_gp_formula_small_at_rows_and_survives_a_file(tmp_path):
+    X, y = one_hot_data(40, seed=3)
+    X_new, _ = one_hot_data(20, seed=4)
+    gp = create_predictor("gp_linear").fit(X, y)
+    # k(x, x) - k_x^T (K + noise I)^-1 k_x written out with an explicit inverse
+    Z, Z_new = gp._transform(X), gp._transform(X_new)
+    K = gp._kernel(gp._grams(Z, Z), gp._theta)[0] + np.exp(gp._theta[5]) * np.eye(len(Z))
+    K_new = gp._kernel(gp._grams(Z_new, Z), gp._theta)[0]
+    prior = np.diag(gp._kernel(gp._grams(Z_new, Z_new), gp._theta)[0])
+    expected = np.sqrt(prior - np.einsum("ij,jk,ik->i", K_new, np.linalg.inv(K), K_new)) * gp._y_scaler.scale
+    np.testing.assert_allclose(gp.predict_std(X_new), expected, rtol=1e-6)
+    # the rows it was fitted on are known to about the noise, rows it never saw less well
+    assert gp.predict_std(X).mean() < 0.5 * gp.predict_std(X_new).mean()
+    gp.save(tmp_path / "gp.json")
+    np.testing.assert_array_equal(load_predictor(tmp_path / "gp.json").predict_std(X_new), gp.predict_std(X_new))
+    with pytest.raises(PredictorError, match="a 'ridge' predictor gives no standard deviation; gp_linear does"):
+        create_predictor("ridge").fit(X, y).predict_std(X)
+
+
 @pytest.fixture
 def ridge_file(tmp_path):
     X, y, _, _ = nas_like_data("latency")

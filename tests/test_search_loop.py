@@ -12,6 +12,7 @@ from search import SearchConfigError, run_search
 from search.loop import DEFAULTS, pick_hvi
 from search.pick import best_row
 from search.pick import main as pick_main
+from search.problem import ArchProblem
 
 FAST = dict(generations=10, population=30, seed=0, progress=False)
 
@@ -111,10 +112,35 @@ def test_initial_archs_callback_options_and_fitted_predictors():
     ({"select": "best"}, "unknown select 'best'; allowed: hvi, spread"),
     ({"per_iteration": 0}, "per_iteration=0: allowed: an integer >= 1"),
     ({"predictor_options": {"depth": 3}}, "predictor 'gp_linear' has no option 'depth'"),
+    ({"optimism": -1}, "optimism=-1: allowed: a number >= 0"),
+    ({"optimism": "high"}, "optimism='high': allowed: a number >= 0"),
 ])
 def test_bad_loop_options_are_named(options, message):
     with pytest.raises(ValueError, match=message):
         toy(budget=30, **options)
+
+
+def test_optimism_scores_objectives_at_their_upper_bound_and_constraints_at_the_mean():
+    space = ToySpace()
+    archs = [space.sample(np.random.default_rng(i)) for i in range(4)]
+    mean, std = np.array([0.5, 0.6, 0.7, 0.8]), np.array([0.3, 0.0, 0.0, 0.0])
+    columns = {"accuracy": mean, "latency_ms": np.ones(4),
+               "optimistic": {"accuracy": mean + std}}  # as _Search.estimate(archs, optimism=1) returns them
+    problem = ArchProblem(space, ("accuracy", "latency_ms"), {"accuracy": 0.55}, lambda _: columns)
+    out = problem.evaluate(np.stack([space.encode(a) for a in archs]), return_as_dictionary=True)
+    assert out["F"][:, 0].tolist() == pytest.approx([-0.8, -0.6, -0.7, -0.8])  # the first ties the best
+    assert (out["G"][:, 0] > 0).tolist() == [True, False, False, False]  # its mean breaks the bound
+
+
+def test_optimistic_search_explores_and_zero_optimism_is_the_mean():
+    # the same search with optimism 0 and 2: the toy's gp_linear has a posterior, so the candidates differ
+    plain, bold = toy(budget=40, optimism=0.0), toy(budget=40, optimism=2.0)
+    first = [r["arch"] for r in plain.evaluations[:20]]
+    assert first == [r["arch"] for r in bold.evaluations[:20]]  # the initial evaluations do not depend on it
+    assert [r["arch"] for r in plain.evaluations[20:]] != [r["arch"] for r in bold.evaluations[20:]]
+    fitted = bold.predictors["accuracy"]
+    X = np.stack([ToySpace().features(r["arch"]) for r in bold.evaluations])
+    assert fitted.has_std and fitted.predict_std(X).shape == (40,)
 
 
 def test_best_within_bounds_and_the_nearest_when_none():
