@@ -365,12 +365,15 @@ class LinearGPPredictor(Predictor):
                                                  options={"maxiter": self.max_iter, "maxfun": self.max_iter})
                 if best is None or result.fun < best.fun:
                     best = result
-            self._theta = best.x
-            K, _ = self._kernel(self._grams(Z, Z), self._theta)
-            K[np.diag_indices_from(K)] += np.exp(self._theta[5])
-            self._factor = _cholesky(K)
+            self._theta, self._train = best.x, Z
+            self._factor = self._train_factor()
             self._dual_coef = scipy.linalg.cho_solve((self._factor, True), t)
-        self._train = Z
+
+    def _train_factor(self):
+        """Cholesky factor of the kernel matrix of the rows fitted on, noise included."""
+        K, _ = self._kernel(self._grams(self._train, self._train), self._theta)
+        K[np.diag_indices_from(K)] += np.exp(self._theta[5])
+        return _cholesky(K)
 
     def _predict(self, X):
         K, _ = self._kernel(self._grams(self._transform(X), self._train), self._theta)
@@ -380,10 +383,10 @@ class LinearGPPredictor(Predictor):
         """Of the function, not of a new measurement (the noise term left out): sqrt(k(x, x) - k_x^T K^-1 k_x)."""
         Z = self._transform(X)
         K, _ = self._kernel(self._grams(Z, self._train), self._theta)
-        a, b, s, _, d, _ = np.exp(self._theta)
         n_c, m_i, _ = self._norms
         ind = self._indicator
-        prior = a * (Z[:, ~ind] ** 2).sum(1) / n_c + b * (Z[:, ind] ** 2).sum(1) / m_i + s + d
+        diagonal = ((Z[:, ~ind] ** 2).sum(1) / n_c, (Z[:, ind] ** 2).sum(1) / m_i, np.zeros(len(Z)))
+        prior, _ = self._kernel(diagonal, self._theta)  # k(x, x), each x with itself
         v = scipy.linalg.solve_triangular(self._factor, K.T, lower=True)
         return np.sqrt(np.maximum(prior - (v * v).sum(0), 0.0)) * self._y_scaler.scale
 
@@ -400,9 +403,7 @@ class LinearGPPredictor(Predictor):
         self._theta = np.asarray(state["theta"], dtype=np.float64)
         self._train = np.asarray(state["train"], dtype=np.float64)
         self._dual_coef = np.asarray(state["dual_coef"], dtype=np.float64)
-        K, _ = self._kernel(self._grams(self._train, self._train), self._theta)
-        K[np.diag_indices_from(K)] += np.exp(self._theta[5])
-        self._factor = _cholesky(K)  # the same factor as the fit's: the same numbers in the same order
+        self._factor = self._train_factor()  # the fit's factor: the same numbers in the same order
 
 
 def _check_tuning(kind: str, **limits) -> None:
