@@ -27,7 +27,7 @@ from supernet.checkpoint import save_json
 from supernet.models.mobilenetv3 import OFA_RESOLUTIONS
 
 SETTINGS = ("2080ti_1", "titan_rtx_1", "titan_xp_1", "2080ti_64")
-PREDICTORS = ("xgboost", "ridge", "gp", "mlp", "auto")
+PREDICTORS = ("xgboost", "ridge", "gp", "gp_linear", "mlp", "auto")
 # Data-sheet figures, FP32 (HELP timed FP32 PyTorch): peak = CUDA cores x boost clock (1 FMA per
 # clock), memory bandwidth; efficiencies and the 10 us launch cost as the packaged GPU profiles assume.
 GPUS = {"2080ti": ("NVIDIA GeForce RTX 2080 Ti", 6725, 616.0),   # 4352 cores x 1.545 GHz, 616 GB/s
@@ -133,7 +133,7 @@ def main_timing(args, out: str) -> None:
     with threadpool_limits(limits=1):
         for objective in ("latency_ms", "accuracy"):
             X = objective_features(space, archs, objective, load_profile(gpu_profile("2080ti_64")))
-            for name in (*PREDICTORS[:-1], "auto"):
+            for name in PREDICTORS:
                 relative = objective == "latency_ms" and name in ("xgboost", "ridge", "auto")
                 options = {"loss": "relative"} if relative else {}
                 start, cpu = time.perf_counter(), time.process_time()
