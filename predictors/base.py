@@ -55,13 +55,20 @@ class Predictor(abc.ABC):
     def predict_std(self, X) -> np.ndarray:
         """The posterior standard deviation of each prediction, for the models that have one
         (``has_std``: ``gp_linear``); the search's ``optimism`` scores candidates by it."""
+        return self.predict_with_std(X)[1]
+
+    def predict_with_std(self, X) -> tuple[np.ndarray, np.ndarray]:
+        """``predict`` and ``predict_std`` in one pass (a GP computes its kernel against the fitted
+        rows once for both)."""
         self._require_fitted("predict_std")
         if not self.has_std:
             raise PredictorError(f"a {self.kind!r} predictor gives no standard deviation; gp_linear does")
         X = check_features(X, self.n_features)
-        return np.asarray(self._predict_std(X), dtype=np.float64).reshape(len(X))
+        mean, std = self._predict_with_std(X)
+        return (np.asarray(mean, dtype=np.float64).reshape(len(X)),
+                np.asarray(std, dtype=np.float64).reshape(len(X)))
 
-    def _predict_std(self, X: np.ndarray) -> np.ndarray:
+    def _predict_with_std(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         raise NotImplementedError
 
     def report(self, X, y) -> dict[str, float]:

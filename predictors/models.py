@@ -375,20 +375,25 @@ class LinearGPPredictor(Predictor):
         K[np.diag_indices_from(K)] += np.exp(self._theta[5])
         return _cholesky(K)
 
-    def _predict(self, X):
-        K, _ = self._kernel(self._grams(self._transform(X), self._train), self._theta)
-        return self._y_scaler.inverse(K @ self._dual_coef)
-
-    def _predict_std(self, X):
-        """Of the function, not of a new measurement (the noise term left out): sqrt(k(x, x) - k_x^T K^-1 k_x)."""
+    def _cross(self, X):
+        """``X`` transformed, and its kernel against the fitted rows."""
         Z = self._transform(X)
-        K, _ = self._kernel(self._grams(Z, self._train), self._theta)
+        return Z, self._kernel(self._grams(Z, self._train), self._theta)[0]
+
+    def _predict(self, X):
+        return self._y_scaler.inverse(self._cross(X)[1] @ self._dual_coef)
+
+    def _predict_with_std(self, X):
+        """The std is of the function, not of a new measurement (the noise term left out):
+        sqrt(k(x, x) - k_x^T K^-1 k_x)."""
+        Z, K = self._cross(X)
         n_c, m_i, _ = self._norms
         ind = self._indicator
         diagonal = ((Z[:, ~ind] ** 2).sum(1) / n_c, (Z[:, ind] ** 2).sum(1) / m_i, np.zeros(len(Z)))
         prior, _ = self._kernel(diagonal, self._theta)  # k(x, x), each x with itself
         v = scipy.linalg.solve_triangular(self._factor, K.T, lower=True)
-        return np.sqrt(np.maximum(prior - (v * v).sum(0), 0.0)) * self._y_scaler.scale
+        std = np.sqrt(np.maximum(prior - (v * v).sum(0), 0.0)) * self._y_scaler.scale
+        return self._y_scaler.inverse(K @ self._dual_coef), std
 
     def _state(self):
         return {"x_scaler": self._x_scaler.to_state(), "y_scaler": self._y_scaler.to_state(),

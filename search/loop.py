@@ -374,9 +374,11 @@ class _Search:
         optimistic = {}
         for name in self.predicted:
             X, predictor = self.features(archs, name), self.predictors[name]
-            columns[name] = predictor.predict(X)
             if optimism > 0 and predictor.has_std and name in self.objectives:
-                optimistic[name] = columns[name] - DIRECTIONS[name] * optimism * predictor.predict_std(X)
+                columns[name], std = predictor.predict_with_std(X)
+                optimistic[name] = columns[name] - DIRECTIONS[name] * optimism * std
+            else:
+                columns[name] = predictor.predict(X)
         if optimistic:
             columns["optimistic"] = optimistic
         return columns
