@@ -11,7 +11,7 @@ int8 pair with a Clip of the integers to the width's range. onnxruntime fuses th
 around matrix products into integer kernels; int4 pairs run as dequantize + float kernels on CPU.
 8-bit convolutions are rewritten for integer kernels (``integer_convs``): batch norm folded into
 their int8 weights and an int32 bias, and their output requantized onto the grid of the quantizer
-it flows into.
+it flows into; 8-bit linear weights are stored as int8 constants too (``int8_weights``).
 """
 from __future__ import annotations
 
@@ -105,7 +105,7 @@ def onnx_model(static: nn.Module, x: torch.Tensor) -> onnx.ModelProto:
         program = torch.onnx.export(static, (x,), dynamo=True, input_names=["input"], output_names=["logits"],
                                     dynamic_shapes=({0: batch},), opset_version=ONNX_OPSET,
                                     custom_translation_table=ONNX_TRANSLATIONS, verbose=False)
-    return integer_convs(program.model_proto)
+    return int8_weights(integer_convs(program.model_proto))
 
 
 def cpu_has_vnni() -> bool:
@@ -253,8 +253,14 @@ def integer_convs(model: onnx.ModelProto) -> onnx.ModelProto:
                       onnx.helper.make_node("DequantizeLinear", [f"{prefix}.requantized", scale], [out])]
         rewritten[id(conv)] = nodes
     kept = [n for node in graph.node if id(node) not in dropped for n in rewritten.get(id(node), [node])]
+    _replace_nodes(graph, kept)
+    return model
+
+
+def _replace_nodes(graph, nodes: list) -> None:
+    """``graph`` with ``nodes`` as its nodes, less the initializers and shape records no node uses."""
     del graph.node[:]
-    graph.node.extend(kept)
+    graph.node.extend(nodes)
     used = {name for node in graph.node for name in node.input}
     kept_inits = [t for t in graph.initializer if t.name in used]
     del graph.initializer[:]
@@ -263,6 +269,43 @@ def integer_convs(model: onnx.ModelProto) -> onnx.ModelProto:
     kept_info = [v for v in graph.value_info if v.name not in stale]
     del graph.value_info[:]
     graph.value_info.extend(kept_info)
+
+
+def int8_weights(model: onnx.ModelProto) -> onnx.ModelProto:
+    """``model`` (changed in place) with every remaining 8-bit weight pair (a linear layer's:
+    ``integer_convs`` already did the convs') stored as its int8 integers and a DequantizeLinear:
+    the same numbers, a quarter of the bytes, and the weights onnxruntime's u8 x s8 matrix kernel
+    reads as they are. Left as ``QuantizeLinear(W) -> DequantizeLinear``, ``uint8_qdq`` would turn
+    them into uint8 with zero point 128 like the activations, and u8 x u8 products with a zero
+    point per column run about 2x slower: an 8-bit ViT-Ti at the float model's speed instead of
+    half its time (docs/quantization.md)."""
+    graph = model.graph
+    inits = {t.name: t for t in graph.initializer}
+    consumers: dict[str, list] = {}
+    for node in graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+    dropped: set[int] = set()
+    for q in graph.node:
+        dtype = next((a.i for a in q.attribute if a.name == "output_dtype"), None)
+        dqs = consumers.get(q.output[0], [])
+        if q.op_type != "QuantizeLinear" or dtype != onnx.TensorProto.INT8 or len(q.input) > 2 or \
+                q.input[0] not in inits or q.input[1] not in inits or \
+                not dqs or any(dq.op_type != "DequantizeLinear" for dq in dqs):
+            continue  # not an unclipped int8 pair on a constant
+        weight = onnx.numpy_helper.to_array(inits[q.input[0]]).astype(np.float32)
+        scale = onnx.numpy_helper.to_array(inits[q.input[1]]).astype(np.float32)
+        axis = next((a.i for a in q.attribute if a.name == "axis"), 1) % weight.ndim
+        if scale.ndim:  # per channel along ``axis``
+            scale = scale.reshape([-1 if d == axis else 1 for d in range(weight.ndim)])
+        integers = np.clip(np.rint(weight / scale), -128, 127).astype(np.int8)  # QuantizeLinear's rounding
+        name = f"{q.input[0]}_int8"
+        graph.initializer.append(onnx.numpy_helper.from_array(integers, name))
+        for dq in dqs:
+            dq.input[0] = name
+        dropped.add(id(q))
+    kept = [n for n in graph.node if id(n) not in dropped]
+    _replace_nodes(graph, kept)
     return model
 
 
@@ -285,12 +328,12 @@ def uint8_qdq(model: onnx.ModelProto, uint8_weights: bool = False) -> onnx.Model
     point 128: the same numbers, for onnxruntime on x86 CPUs. There it leaves int8 activations in
     float (onnxruntime 1.32, also with VNNI); with uint8 ones it fuses each pair-fed matrix product
     and conv into an integer kernel (MatMulIntegerToFloat / QLinearMatMul / QLinearConv), and
-    ``DQ -> Relu -> Q`` on one grid becomes an integer ``Max``. Weight pairs (linear layers) turn
-    uint8 too; conv weights (int8 constants since ``integer_convs``) only with ``uint8_weights``:
-    u8 x s8 is onnxruntime's default and fast kernel, exact on VNNI CPUs, while without VNNI its
-    int16 pair sums may saturate (onnxruntime's advice: u8 x u8 there, which on a VNNI CPU made
-    the convs of a MobileNetV3 and a ResNet ~2x slower, measured). ``model.onnx`` keeps int8
-    (TensorRT takes zero point 0 only).
+    ``DQ -> Relu -> Q`` on one grid becomes an integer ``Max``. Weights (int8 constants since
+    ``integer_convs`` and ``int8_weights``) turn uint8 only with ``uint8_weights``: u8 x s8 is
+    onnxruntime's default and fast kernel, exact on VNNI CPUs, while without VNNI its int16 pair
+    sums may saturate (onnxruntime's advice: u8 x u8 there, which on a VNNI CPU made the convs of a
+    MobileNetV3 and a ResNet ~2x slower and the linears of a ViT-Ti too, measured). ``model.onnx``
+    keeps int8 (TensorRT takes zero point 0 only).
     """
     model = copy.deepcopy(model)
     graph = model.graph
@@ -322,7 +365,7 @@ def uint8_qdq(model: onnx.ModelProto, uint8_weights: bool = False) -> onnx.Model
         retyped.add(q.output[0])
     inits = {t.name: t for t in graph.initializer}
     for dq in [n for n in graph.node if n.op_type == "DequantizeLinear" and n.input[0] in inits]:
-        weight = inits[dq.input[0]]  # a conv's int8 weight (integer_convs), one per conv
+        weight = inits[dq.input[0]]  # a layer's int8 weight (integer_convs, int8_weights), one per layer
         if uint8_weights and weight.data_type == onnx.TensorProto.INT8:
             shifted = onnx.numpy_helper.to_array(weight).astype(np.int16) + 128
             weight.CopyFrom(onnx.numpy_helper.from_array(shifted.astype(np.uint8), weight.name))
