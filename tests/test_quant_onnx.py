@@ -113,6 +113,29 @@ def test_integer_graph_computes_the_fake_quantized_subnet(exported, tmp_path):
                                    atol=1e-5, rtol=0)
 
 
+def test_a_stem_max_pool_runs_on_the_integers_of_the_next_quantizer(tmp_path, monkeypatch):
+    """OFA's ResNet stem ends in a 3x3 max pool that the first block reads through its 8-bit input
+    quantizer: the deployed graph pools those uint8 integers channels-last (NhwcMaxPool), and its
+    logits are onnxruntime's own for the graph that leaves the pool alone (where onnxruntime moves
+    the quantizer above the pool itself and pools with its generic NCHW kernel)."""
+    torch.manual_seed(0)
+    net = create_supernet_from_config({**model_config("resnet"), "stem_pool": True}, num_classes=10)
+    arch = bits_arch(net, 8)
+    x = torch.randn(8, 1, arch["resolution"], arch["resolution"])
+    net.set_active(arch)
+    net.train()(x)
+    net.eval()
+    path = save_subnet(net, arch, tmp_path / "s8") / "model.onnx"
+    weights = not export_mod.cpu_has_vnni()
+    session, ops = optimized_session(uint8_qdq(onnx.load(path), uint8_weights=weights), tmp_path / "pooled.onnx")
+    assert ops.count("NhwcMaxPool") == 1 and "MaxPool" not in ops
+    monkeypatch.setattr(export_mod, "_integer_max_pools", lambda model, quantizers: None)
+    reference, ops = optimized_session(uint8_qdq(onnx.load(path), uint8_weights=weights), tmp_path / "plain.onnx")
+    assert ops.count("MaxPool") == 1 and "NhwcMaxPool" not in ops
+    torch.testing.assert_close(torch.from_numpy(session.run(None, {"input": x.numpy()})[0]),
+                               torch.from_numpy(reference.run(None, {"input": x.numpy()})[0]), atol=0, rtol=0)
+
+
 def int8_logits(path, x, tmp_path) -> torch.Tensor:
     """``model.onnx`` as written (int8 pairs, for TensorRT or an onnxruntime that fuses int8)."""
     session, _ = optimized_session(onnx.load(path), tmp_path / "int8.onnx")
