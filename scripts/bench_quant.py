@@ -11,7 +11,7 @@ torch model, batch norms recalibrated for the CNNs) and the analytic model size.
 Latency: onnxruntime on the CPU, batch 1 and 64, sessions interleaved, of the largest arch as
 - ``float``: the float ``model.onnx``;
 - ``qat_int8``: the 8-bit ``model.onnx`` (this package's quantization-aware model) re-expressed by
-  ``uint8_qdq`` (same numbers; conv weights uint8 on a CPU without VNNI, as ``deployed_onnx``),
+  ``uint8_qdq`` (same numbers; weights uint8 on a CPU without VNNI, as ``deployed_onnx``),
   so that onnxruntime fuses its linear layers and convolutions into
   integer kernels on x86 (``integer_convs`` gave the convs batch norm folded and an output
   quantizer, which onnxruntime needs to fuse a conv);
@@ -60,7 +60,7 @@ from supernet.data import build_data, calibration_loader  # noqa: E402
 from supernet.evaluate import accuracy  # noqa: E402
 from supernet.export import cpu_has_vnni, save_subnet, uint8_qdq  # noqa: E402
 
-# conv weights as deployed here (supernet.export.deployed_onnx): int8 (u8 x s8 kernels) with VNNI,
+# weights as deployed here (supernet.export.deployed_onnx): int8 (u8 x s8 kernels) with VNNI,
 # uint8 without, where u8 x s8 pair sums saturate
 U8_WEIGHTS = not cpu_has_vnni()
 from supernet.models import create_supernet_from_config  # noqa: E402

@@ -122,9 +122,9 @@ def cpu_has_vnni() -> bool:
 def deployed_onnx(static: nn.Module, x: torch.Tensor, device: str = "cpu") -> bytes:
     """The serialized ONNX that onnxruntime would run on ``device``: ``model.onnx``'s graph, on a
     CPU with uint8 activation pairs (``uint8_qdq``: there only they become integer kernels) and
-    int8 conv weights where that kernel is exact (VNNI), else uint8 ones. What a profile with
-    ``backend: onnxruntime`` times, so that a search times the integer kernels a user deploys, not
-    PyTorch's fake quantization."""
+    int8 weights (convs and linears) where that kernel is exact (VNNI), else uint8 ones. What a
+    profile with ``backend: onnxruntime`` times, so that a search times the integer kernels a user
+    deploys, not PyTorch's fake quantization."""
     model = onnx_model(static, x)
     return (uint8_qdq(model, uint8_weights=not cpu_has_vnni()) if device == "cpu" else model).SerializeToString()
 
