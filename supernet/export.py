@@ -257,6 +257,65 @@ def integer_convs(model: onnx.ModelProto) -> onnx.ModelProto:
     return model
 
 
+def integer_sums(model: onnx.ModelProto) -> onnx.ModelProto:
+    """``model`` (changed in place) with a residual sum of two int8 grids (a requantized conv output
+    and a skip read through a quantizer, ``quantize_skip``) rounded onto the grid of the 8-bit
+    quantizer it reaches, directly or through ReLU: ``QuantizeLinear -> DequantizeLinear`` after the
+    Add, which onnxruntime then runs as QLinearAdd (and ``uint8_qdq`` the ReLU as an integer Max).
+    Exact: every reader rounds the sum onto that grid anyway, and ReLU commutes with the symmetric
+    rounding. A sum with any other reader (a float layer, a 4-bit block, a projection's pool) stays
+    float. Part of ``uint8_qdq`` only: an int8 sum feeding an int8 quantizer made onnxruntime 1.32
+    fail to load the graph (a MobileNetV3 with quantized skips: its fusions built a QLinearAdd of
+    int8 and uint8 inputs), so ``model.onnx`` keeps the float Add."""
+    graph = model.graph
+    inits = {t.name for t in graph.initializer}
+    producer = {out: node for node in graph.node for out in node.output}
+    consumers: dict[str, list] = {}
+    for node in graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+
+    def on_int8_grid(name: str) -> bool:
+        dq = producer.get(name)
+        q = dq is not None and dq.op_type == "DequantizeLinear" and producer.get(dq.input[0])
+        return bool(q) and q.op_type == "QuantizeLinear" and q.input[0] not in inits and \
+            next((a.i for a in q.attribute if a.name == "output_dtype"), None) == onnx.TensorProto.INT8
+
+    def reached_scale(name: str) -> str | None:
+        """The scale of the one unclipped 8-bit per-tensor quantizer every reader of ``name`` is."""
+        readers = consumers.get(name, [])
+        if not readers or any(
+                q.op_type != "QuantizeLinear" or len(q.input) != 2 or q.input[1] not in inits or
+                next((a.i for a in q.attribute if a.name == "output_dtype"), None) != onnx.TensorProto.INT8 or
+                any(dq.op_type != "DequantizeLinear" for dq in consumers.get(q.output[0], []))
+                for q in readers):
+            return None
+        scales = {q.input[1] for q in readers}
+        if len(scales) != 1:
+            return None
+        scale = scales.pop()
+        return scale if not next(t for t in graph.initializer if t.name == scale).dims else None
+
+    inserted: dict[int, list] = {}
+    for add in [n for n in graph.node if n.op_type == "Add"]:
+        if not all(on_int8_grid(name) for name in add.input):
+            continue
+        readers = consumers.get(add.output[0], [])
+        relu = readers[0] if len(readers) == 1 and readers[0].op_type == "Relu" else None
+        scale = reached_scale(relu.output[0] if relu else add.output[0])
+        if scale is None:
+            continue
+        total = add.output[0]
+        add.output[0] = f"{total}.unrounded"
+        inserted[id(add)] = [add,
+                             onnx.helper.make_node("QuantizeLinear", [add.output[0], scale], [f"{total}.int8"],
+                                                   output_dtype=onnx.TensorProto.INT8),
+                             onnx.helper.make_node("DequantizeLinear", [f"{total}.int8", scale], [total])]
+    if inserted:
+        _replace_nodes(graph, [n for node in graph.node for n in inserted.get(id(node), [node])])
+    return model
+
+
 def _replace_nodes(graph, nodes: list) -> None:
     """``graph`` with ``nodes`` as its nodes, less the initializers and shape records no node uses."""
     del graph.node[:]
@@ -328,14 +387,15 @@ def uint8_qdq(model: onnx.ModelProto, uint8_weights: bool = False) -> onnx.Model
     point 128: the same numbers, for onnxruntime on x86 CPUs. There it leaves int8 activations in
     float (onnxruntime 1.32, also with VNNI); with uint8 ones it fuses each pair-fed matrix product
     and conv into an integer kernel (MatMulIntegerToFloat / QLinearMatMul / QLinearConv), and
-    ``DQ -> Relu -> Q`` on one grid becomes an integer ``Max``. Weights (int8 constants since
+    ``DQ -> Relu -> Q`` on one grid becomes an integer ``Max``; residual sums of two grids that reach
+    an 8-bit quantizer are rounded onto its grid (``integer_sums``: QLinearAdd). Weights (int8 constants since
     ``integer_convs`` and ``int8_weights``) turn uint8 only with ``uint8_weights``: u8 x s8 is
     onnxruntime's default and fast kernel, exact on VNNI CPUs, while without VNNI its int16 pair
     sums may saturate (onnxruntime's advice: u8 x u8 there, which on a VNNI CPU made the convs of a
     MobileNetV3 and a ResNet ~2x slower and the linears of a ViT-Ti too, measured). ``model.onnx``
     keeps int8 (TensorRT takes zero point 0 only).
     """
-    model = copy.deepcopy(model)
+    model = integer_sums(copy.deepcopy(model))
     graph = model.graph
     consumers: dict[str, list] = {}
     for node in graph.node:

@@ -26,6 +26,7 @@ from supernet.bn import recalibrate_bn
 from supernet.export import save_subnet, uint8_qdq
 from supernet.layers import QuantConv2d, QuantLinear
 from supernet.layers.squeeze_excite import SqueezeExcite
+from supernet.models.resnet import Bottleneck
 
 INTEGER_OPS = ("QLinearConv", "ConvInteger", "QLinearMatMul", "MatMulInteger", "MatMulIntegerToFloat")
 
@@ -134,6 +135,26 @@ def test_a_stem_max_pool_runs_on_the_integers_of_the_next_quantizer(tmp_path, mo
     assert ops.count("MaxPool") == 1 and "NhwcMaxPool" not in ops
     torch.testing.assert_close(torch.from_numpy(session.run(None, {"input": x.numpy()})[0]),
                                torch.from_numpy(reference.run(None, {"input": x.numpy()})[0]), atol=0, rtol=0)
+
+
+@pytest.mark.parametrize("quantize_skip", [True, False])
+def test_residual_sums_between_8_bit_resnet_blocks_run_on_integers(quantize_skip, tmp_path):
+    """With ``quantize_skip`` (conf/model/resnet.yaml) an 8-bit block adds its input on conv1's grid,
+    so every sum that the next block reads only through its 8-bit quantizers (a next block without
+    a projection, whose pool would read the float sum) is an integer QLinearAdd in the deployed
+    graph; a supernet trained without it (older checkpoints) keeps float sums, as it computes."""
+    torch.manual_seed(0)
+    net = create_supernet_from_config({**model_config("resnet"), "quantize_skip": quantize_skip}, num_classes=10)
+    arch = bits_arch(net, 8)
+    x = torch.randn(8, 1, arch["resolution"], arch["resolution"])
+    net.set_active(arch)
+    net.train()(x)
+    net.eval()
+    path = save_subnet(net, arch, tmp_path / "s8") / "model.onnx"
+    _, ops = optimized_session(uint8_qdq(onnx.load(path)), tmp_path / "optimized.onnx")
+    blocks = [m for m in net.export(arch).modules() if isinstance(m, Bottleneck)]
+    read_by_integers = sum(isinstance(b.downsample, nn.Identity) for b in blocks[1:])
+    assert ops.count("QLinearAdd") == (read_by_integers if quantize_skip else 0) and read_by_integers > 0
 
 
 def int8_logits(path, x, tmp_path) -> torch.Tensor:

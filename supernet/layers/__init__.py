@@ -14,6 +14,7 @@ from .quant import (
     QuantLinear,
     attach_quantizers,
     check_bits_choices,
+    quantized_skip,
     set_bits,
 )
 from .sorting import input_importance, order_within_bands, permute_channels, sort_channel_group
@@ -23,4 +24,5 @@ __all__ = ["DEFAULT_BITS", "FLOAT_BITS", "Attention", "ConvNormAct", "ElasticAtt
            "ElasticConv2d", "ElasticConvNormAct", "ElasticDepthwiseConv2d", "ElasticDwConvNormAct", "ElasticLayerNorm",
            "ElasticLinear", "ElasticMlp", "ElasticQKV", "ElasticSqueezeExcite", "FakeQuantize", "Mlp", "QuantConv2d",
            "QuantLinear", "SqueezeExcite", "attach_quantizers", "check_bits_choices", "conv_cost", "input_importance",
-           "order_within_bands", "permute_channels", "same_conv_size", "se_width", "set_bits", "sort_channel_group"]
+           "order_within_bands", "permute_channels", "quantized_skip", "same_conv_size", "se_width", "set_bits",
+           "sort_channel_group"]

@@ -188,6 +188,25 @@ class Quantizable:
         return static
 
 
+SKIP_BITS = 8
+
+
+def quantized_skip(first_layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """A residual block's skip input: ``x`` rounded by ``first_layer``'s input quantizer (the block's
+    first conv, elastic or static) when the block runs at 8 bits, else ``x``. Then the residual
+    stream between 8-bit blocks lives on the grid the next block reads, and an integer runtime adds
+    it to the branch as integers (QLinearAdd) computing what training did; a float skip beside a
+    clipped, rounded conv input has no integer form. At 4 bits the stream stays float: its 16
+    levels would be the whole network's resolution. Used by the ResNet (``quantize_skip``); not by
+    the MobileNetV3, whose int8 ``model.onnx`` onnxruntime 1.32 then fails to load
+    (docs/quantization.md)."""
+    if getattr(first_layer, "bits", FLOAT_BITS) != SKIP_BITS:
+        return x
+    if isinstance(first_layer, QuantizedLayer):
+        return fake_quantize_input(x, first_layer.input_scale, SKIP_BITS)
+    return first_layer.quantize_input(x)
+
+
 def attach_quantizers(module: nn.Module, bits_choices: Sequence[int]) -> None:
     """Gives every elastic linear and convolution inside ``module`` (a block) a ``FakeQuantize``;
     none with float-only choices, so float supernets keep their parameters and state dicts."""
