@@ -25,6 +25,9 @@ def step_with(net, archs, x, y, amp=None, scaler=None):
 
 # A ResNet at random init in training mode is chaotic: rounding only its input to bf16 (relative
 # 1.7e-3) moves its float32 gradient to cosine 0.40 (MobileNetV3: 0.99), so only its loss is compared.
+# Its distillation term too: with quantize_skip the 8-bit blocks of the sampled subnets also round
+# their residual stream, where bf16 flips grid points (kd 0.228 vs 0.158 measured; 0.150 vs 0.152
+# with float skips), while the loss stays within 10%.
 @pytest.mark.parametrize("family, bits, loss_rel, min_cosine", [
     ("vit", 8, 0.01, 0.99), ("vit", 4, 0.01, 0.99), ("mobilenetv3", 8, 0.01, 0.9), ("resnet", 32, 0.1, None)])
 def test_bf16_sandwich_step_matches_float32_on_the_same_batch(family, bits, loss_rel, min_cosine):
@@ -45,8 +48,8 @@ def test_bf16_sandwich_step_matches_float32_on_the_same_batch(family, bits, loss
     bf16_losses, bf16_grads = step_with(net, archs, x, y, amp=torch.bfloat16)
     assert all(np.isfinite(v) for v in bf16_losses.values()) and torch.isfinite(bf16_grads).all()
     assert bf16_losses["loss"] == pytest.approx(float_losses["loss"], rel=loss_rel)
-    assert bf16_losses["kd"] == pytest.approx(float_losses["kd"], rel=0.1, abs=0.02)
     if min_cosine is not None:  # bf16 keeps 8 bits of mantissa: the gradient points the same way
+        assert bf16_losses["kd"] == pytest.approx(float_losses["kd"], rel=0.1, abs=0.02)
         cosine = torch.nn.functional.cosine_similarity(bf16_grads, float_grads, dim=0)
         assert cosine > min_cosine, cosine
 
