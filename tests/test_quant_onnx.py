@@ -114,19 +114,25 @@ def test_integer_graph_computes_the_fake_quantized_subnet(exported, tmp_path):
                                    atol=1e-5, rtol=0)
 
 
-def test_a_stem_max_pool_runs_on_the_integers_of_the_next_quantizer(tmp_path, monkeypatch):
-    """OFA's ResNet stem ends in a 3x3 max pool that the first block reads through its 8-bit input
-    quantizer: the deployed graph pools those uint8 integers channels-last (NhwcMaxPool), and its
-    logits are onnxruntime's own for the graph that leaves the pool alone (where onnxruntime moves
-    the quantizer above the pool itself and pools with its generic NCHW kernel)."""
+def saved_8_bit_resnet(tmp_path, **options):
+    """The digits ResNet with ``options`` over conf/model/resnet.yaml (random weights), its largest
+    arch at 8 bits with input scales from a training batch: (net, arch, that batch, model.onnx)."""
     torch.manual_seed(0)
-    net = create_supernet_from_config({**model_config("resnet"), "stem_pool": True}, num_classes=10)
+    net = create_supernet_from_config({**model_config("resnet"), **options}, num_classes=10)
     arch = bits_arch(net, 8)
     x = torch.randn(8, 1, arch["resolution"], arch["resolution"])
     net.set_active(arch)
     net.train()(x)
     net.eval()
-    path = save_subnet(net, arch, tmp_path / "s8") / "model.onnx"
+    return net, arch, x, save_subnet(net, arch, tmp_path / "s8") / "model.onnx"
+
+
+def test_a_stem_max_pool_runs_on_the_integers_of_the_next_quantizer(tmp_path, monkeypatch):
+    """OFA's ResNet stem ends in a 3x3 max pool that the first block reads through its 8-bit input
+    quantizer: the deployed graph pools those uint8 integers channels-last (NhwcMaxPool), and its
+    logits are onnxruntime's own for the graph that leaves the pool alone (where onnxruntime moves
+    the quantizer above the pool itself and pools with its generic NCHW kernel)."""
+    _, _, x, path = saved_8_bit_resnet(tmp_path, stem_pool=True)
     weights = not export_mod.cpu_has_vnni()
     session, ops = optimized_session(uint8_qdq(onnx.load(path), uint8_weights=weights), tmp_path / "pooled.onnx")
     assert ops.count("NhwcMaxPool") == 1 and "MaxPool" not in ops
@@ -143,14 +149,7 @@ def test_residual_sums_between_8_bit_resnet_blocks_run_on_integers(quantize_skip
     so every sum that the next block reads only through its 8-bit quantizers (a next block without
     a projection, whose pool would read the float sum) is an integer QLinearAdd in the deployed
     graph; a supernet trained without it (older checkpoints) keeps float sums, as it computes."""
-    torch.manual_seed(0)
-    net = create_supernet_from_config({**model_config("resnet"), "quantize_skip": quantize_skip}, num_classes=10)
-    arch = bits_arch(net, 8)
-    x = torch.randn(8, 1, arch["resolution"], arch["resolution"])
-    net.set_active(arch)
-    net.train()(x)
-    net.eval()
-    path = save_subnet(net, arch, tmp_path / "s8") / "model.onnx"
+    net, arch, _, path = saved_8_bit_resnet(tmp_path, quantize_skip=quantize_skip)
     _, ops = optimized_session(uint8_qdq(onnx.load(path)), tmp_path / "optimized.onnx")
     blocks = [m for m in net.export(arch).modules() if isinstance(m, Bottleneck)]
     read_by_integers = sum(isinstance(b.downsample, nn.Identity) for b in blocks[1:])
