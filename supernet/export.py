@@ -162,10 +162,7 @@ def integer_convs(model: onnx.ModelProto) -> onnx.ModelProto:
     graph = model.graph
     inits = {t.name: t for t in graph.initializer}
     producer = {out: node for node in graph.node for out in node.output}
-    consumers: dict[str, list] = {}
-    for node in graph.node:
-        for name in node.input:
-            consumers.setdefault(name, []).append(node)
+    consumers = _consumers(graph)
 
     def const(name: str) -> np.ndarray | None:
         return onnx.numpy_helper.to_array(inits[name]) if name in inits else None
@@ -173,7 +170,7 @@ def integer_convs(model: onnx.ModelProto) -> onnx.ModelProto:
     def int8_pair(dq) -> tuple[str, np.ndarray] | None:
         """(input of the QuantizeLinear, scale) of an unclipped int8 pair ending in ``dq``."""
         q = producer.get(dq.input[0]) if dq is not None and dq.op_type == "DequantizeLinear" else None
-        dtype = q is not None and next((a.i for a in q.attribute if a.name == "output_dtype"), None)
+        dtype = q is not None and _output_dtype(q)
         if q is None or q.op_type != "QuantizeLinear" or dtype != onnx.TensorProto.INT8 or len(q.input) > 2:
             return None
         scale = const(q.input[1])
@@ -268,25 +265,22 @@ def integer_sums(model: onnx.ModelProto) -> onnx.ModelProto:
     fail to load the graph (a MobileNetV3 with quantized skips: its fusions built a QLinearAdd of
     int8 and uint8 inputs), so ``model.onnx`` keeps the float Add."""
     graph = model.graph
-    inits = {t.name for t in graph.initializer}
+    inits = {t.name: t for t in graph.initializer}
     producer = {out: node for node in graph.node for out in node.output}
-    consumers: dict[str, list] = {}
-    for node in graph.node:
-        for name in node.input:
-            consumers.setdefault(name, []).append(node)
+    consumers = _consumers(graph)
 
     def on_int8_grid(name: str) -> bool:
         dq = producer.get(name)
         q = dq is not None and dq.op_type == "DequantizeLinear" and producer.get(dq.input[0])
         return bool(q) and q.op_type == "QuantizeLinear" and q.input[0] not in inits and \
-            next((a.i for a in q.attribute if a.name == "output_dtype"), None) == onnx.TensorProto.INT8
+            _output_dtype(q) == onnx.TensorProto.INT8
 
     def reached_scale(name: str) -> str | None:
         """The scale of the one unclipped 8-bit per-tensor quantizer every reader of ``name`` is."""
         readers = consumers.get(name, [])
         if not readers or any(
                 q.op_type != "QuantizeLinear" or len(q.input) != 2 or q.input[1] not in inits or
-                next((a.i for a in q.attribute if a.name == "output_dtype"), None) != onnx.TensorProto.INT8 or
+                _output_dtype(q) != onnx.TensorProto.INT8 or
                 any(dq.op_type != "DequantizeLinear" for dq in consumers.get(q.output[0], []))
                 for q in readers):
             return None
@@ -294,7 +288,7 @@ def integer_sums(model: onnx.ModelProto) -> onnx.ModelProto:
         if len(scales) != 1:
             return None
         scale = scales.pop()
-        return scale if not next(t for t in graph.initializer if t.name == scale).dims else None
+        return scale if not inits[scale].dims else None
 
     inserted: dict[int, list] = {}
     for add in [n for n in graph.node if n.op_type == "Add"]:
@@ -314,6 +308,20 @@ def integer_sums(model: onnx.ModelProto) -> onnx.ModelProto:
     if inserted:
         _replace_nodes(graph, [n for node in graph.node for n in inserted.get(id(node), [node])])
     return model
+
+
+def _consumers(graph) -> dict[str, list]:
+    """Each value's name -> the nodes that read it."""
+    consumers: dict[str, list] = {}
+    for node in graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+    return consumers
+
+
+def _output_dtype(node) -> int | None:
+    """A QuantizeLinear's ``output_dtype`` attribute (None where it has none)."""
+    return next((a.i for a in node.attribute if a.name == "output_dtype"), None)
 
 
 def _replace_nodes(graph, nodes: list) -> None:
@@ -340,13 +348,10 @@ def int8_weights(model: onnx.ModelProto) -> onnx.ModelProto:
     half its time (docs/quantization.md)."""
     graph = model.graph
     inits = {t.name: t for t in graph.initializer}
-    consumers: dict[str, list] = {}
-    for node in graph.node:
-        for name in node.input:
-            consumers.setdefault(name, []).append(node)
+    consumers = _consumers(graph)
     dropped: set[int] = set()
     for q in graph.node:
-        dtype = next((a.i for a in q.attribute if a.name == "output_dtype"), None)
+        dtype = _output_dtype(q)
         dqs = consumers.get(q.output[0], [])
         if q.op_type != "QuantizeLinear" or dtype != onnx.TensorProto.INT8 or len(q.input) > 2 or \
                 q.input[0] not in inits or q.input[1] not in inits or \
@@ -397,10 +402,7 @@ def uint8_qdq(model: onnx.ModelProto, uint8_weights: bool = False) -> onnx.Model
     """
     model = integer_sums(copy.deepcopy(model))
     graph = model.graph
-    consumers: dict[str, list] = {}
-    for node in graph.node:
-        for name in node.input:
-            consumers.setdefault(name, []).append(node)
+    consumers = _consumers(graph)
     shapes = {t.name: list(t.dims) for t in graph.initializer}
     zero_points: dict[tuple, str] = {}
 
@@ -448,10 +450,7 @@ def _integer_max_pools(model: onnx.ModelProto, uint8_quantizers: set[str]) -> No
     thread, batch 1), 10% of the whole (docs/quantization.md). Only where every reader of the pool is
     a uint8 quantizer (``uint8_quantizers``: their outputs) and the pool is 2-D."""
     graph = model.graph
-    consumers: dict[str, list] = {}
-    for node in graph.node:
-        for name in node.input:
-            consumers.setdefault(name, []).append(node)
+    consumers = _consumers(graph)
     rewritten: dict[int, list] = {}
     for pool in [n for n in graph.node if n.op_type == "MaxPool"]:
         qs = consumers.get(pool.output[0], [])
@@ -472,9 +471,7 @@ def _integer_max_pools(model: onnx.ModelProto, uint8_quantizers: set[str]) -> No
             rewritten[id(q)] = [q, to_nhwc, nhwc_pool, to_nchw]
     if not rewritten:
         return
-    nodes = [n for node in graph.node for n in rewritten.get(id(node), [node])]
-    del graph.node[:]
-    graph.node.extend(nodes)
+    _replace_nodes(graph, [n for node in graph.node for n in rewritten.get(id(node), [node])])
     if not any(o.domain == "com.microsoft" for o in model.opset_import):
         model.opset_import.append(onnx.helper.make_opsetid("com.microsoft", 1))
 
@@ -484,10 +481,7 @@ def _integer_relus(graph) -> None:
     the next layer's quantizer) becomes ``Max(q, zero point)``: the same integers, without a round
     trip through float that costs as much as the integer conv before it."""
     producer = {out: node for node in graph.node for out in node.output}
-    consumers: dict[str, list] = {}
-    for node in graph.node:
-        for name in node.input:
-            consumers.setdefault(name, []).append(node)
+    consumers = _consumers(graph)
     dropped, renamed = set(), {}
     for relu in [n for n in graph.node if n.op_type == "Relu"]:
         dq = producer.get(relu.input[0])
