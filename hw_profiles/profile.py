@@ -28,7 +28,7 @@ from hw_profiles.errors import ArchNotInTableError, ProfileError
 from hw_profiles.lut import LookupTable
 from hw_profiles.roofline import OP_KINDS, PRECISIONS, Roofline
 from hw_profiles.table import TableRow, canonical_arch, read_table
-from hw_profiles.timing import time_interleaved
+from hw_profiles.timing import ONNX_BACKENDS, time_interleaved
 
 PROFILE_DIR = Path(__file__).resolve().parent.parent / "conf" / "hw"
 KINDS = ("measured", "estimated", "table", "lut")
@@ -165,7 +165,7 @@ class HardwareProfile:
 
     def measure_many(self, models: Sequence[tuple[nn.Module | bytes, Sequence[int]]]) -> list[LatencyResult]:
         """Time several `(model, input_shape)` in `rounds` interleaved rounds (measured kind only).
-        A model is a module or, with `backend: onnxruntime`, a serialized ONNX model.
+        A model is a module or, with `backend: onnxruntime` or `openvino`, a serialized ONNX model.
 
         Interleaving spreads each model's passes over the whole measurement, so a burst of load
         from another process slows a few passes of many models instead of all passes of one.
@@ -196,13 +196,18 @@ class HardwareProfile:
 
     def check_available(self) -> None:
         """Raises ProfileError when this machine cannot time on the profile's device or backend."""
-        if self.backend == "onnxruntime":
-            for package in ("onnxruntime", "onnx", "onnxscript"):  # the session; the subnet's export
+        if self.backend in ONNX_BACKENDS:
+            for package in (self.backend, "onnx", "onnxscript"):  # the runtime; the subnet's export
                 if importlib.util.find_spec(package) is None:
                     raise ProfileError(
-                        f"profile {self.name!r} ({self.origin}) times with onnxruntime, but {package!r} is not "
-                        f"installed here; pip install onnxruntime onnx onnxscript, or time with hw.backend=torch"
+                        f"profile {self.name!r} ({self.origin}) times with {self.backend}, but {package!r} is not "
+                        f"installed here; pip install {self.backend} onnx onnxscript, or time with hw.backend=torch"
                     )
+        if self.backend == "openvino" and self.device != "cpu":
+            raise ProfileError(
+                f"profile {self.name!r} ({self.origin}) times with openvino on {self.device!r}; this project "
+                "times OpenVINO on the CPU only (device: cpu)"
+            )
         if self.device != "cuda":
             return
         if self.backend == "torch" and not torch.cuda.is_available():
@@ -366,7 +371,7 @@ _FIELDS: dict[str, _Field] = {
     "description": _Field(_text(), ()),
     "batch_size": _Field(_integer(1), ("measured", "estimated")),
     "device": _Field(_text(("cpu", "cuda")), ("measured",)),
-    "backend": _Field(_text(("torch", "onnxruntime")), ("measured",)),
+    "backend": _Field(_text(("torch", *ONNX_BACKENDS)), ("measured",)),
     "threads": _Field(_integer(1), ("measured",)),
     "warmup": _Field(_integer(0), ("measured",)),
     "repeats": _Field(_integer(1), ("measured",)),

@@ -1,4 +1,4 @@
-"""Wall-clock timing of models' forward passes, with PyTorch or with ONNX Runtime.
+"""Wall-clock timing of models' forward passes, with PyTorch, ONNX Runtime or OpenVINO.
 
 Only the timing loop lives here; `HardwareProfile` checks that the device exists and turns the
 run times into a latency (the fastest pass) and an IQR.
@@ -68,18 +68,30 @@ def time_interleaved(
     return times_ms
 
 
+ONNX_BACKENDS = ("onnxruntime", "openvino")  # the backends that run a model's ONNX export
+
+
 def _runner(model: nn.Module | bytes, shape: tuple[int, ...], device: str, backend: str,
             threads: int) -> Callable[[], None]:
     """A function that runs one forward pass and returns when its result exists. ``model`` is a
-    module or, for the onnxruntime backend, a serialized ONNX model (e.g. a quantized export with
-    integer kernels, which torch's own ONNX export of the module would not give)."""
-    if isinstance(model, bytes):
-        if backend != "onnxruntime":
-            raise ValueError(f"a serialized ONNX model is timed with backend 'onnxruntime', not {backend!r}")
-        return _onnx_session_runner(model, shape, device, threads)
+    module or, for an ONNX backend, a serialized ONNX model (e.g. a quantized export with integer
+    kernels, which torch's own ONNX export of the module would not give)."""
     if backend == "torch":
+        if isinstance(model, bytes):
+            raise ValueError(f"a serialized ONNX model is timed with a backend of {ONNX_BACKENDS}, not 'torch'")
         return _torch_runner(model, shape, torch.device(device))
-    return _onnxruntime_runner(model, shape, device, threads)
+    if backend not in ONNX_BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}; known: torch, {', '.join(ONNX_BACKENDS)}")
+    session = _onnxruntime_session_runner if backend == "onnxruntime" else _openvino_runner
+    if isinstance(model, bytes):
+        return session(model, shape, device, threads)
+    with tempfile.TemporaryDirectory(prefix="ofa-nas-onnx-") as folder:
+        path = Path(folder) / "model.onnx"
+        with torch.no_grad():
+            torch.onnx.export(_on_device(model, torch.device("cpu")), (torch.randn(shape),), str(path),
+                              dynamo=True, verbose=False)
+        # from the path: the export may keep its weights in a file beside it (model.onnx.data)
+        return session(str(path), shape, device, threads)
 
 
 def _torch_runner(model: nn.Module, shape: tuple[int, ...], device: torch.device) -> Callable[[], None]:
@@ -97,17 +109,8 @@ def _torch_runner(model: nn.Module, shape: tuple[int, ...], device: torch.device
     return run
 
 
-def _onnxruntime_runner(model: nn.Module, shape: tuple[int, ...], device: str, threads: int) -> Callable[[], None]:
-    cpu_model = _on_device(model, torch.device("cpu"))
-    with tempfile.TemporaryDirectory(prefix="ofa-nas-onnx-") as folder:
-        path = Path(folder) / "model.onnx"
-        with torch.no_grad():
-            torch.onnx.export(cpu_model, (torch.randn(shape),), str(path), dynamo=True, verbose=False)
-        # from the path: the export may keep its weights in a file beside it (model.onnx.data)
-        return _onnx_session_runner(str(path), shape, device, threads)
-
-
-def _onnx_session_runner(model: bytes | str, shape: tuple[int, ...], device: str, threads: int) -> Callable[[], None]:
+def _onnxruntime_session_runner(model: bytes | str, shape: tuple[int, ...], device: str,
+                                threads: int) -> Callable[[], None]:
     """``model``: a serialized ONNX model or the path of one."""
     import onnxruntime  # only for this backend: a device that times with torch need not install it
 
@@ -119,6 +122,32 @@ def _onnx_session_runner(model: bytes | str, shape: tuple[int, ...], device: str
     feed = {session.get_inputs()[0].name: torch.randn(shape).numpy()}
     # session.run returns host arrays, so each run has finished when it returns.
     return lambda: session.run(None, feed)
+
+
+def _openvino_runner(model: bytes | str, shape: tuple[int, ...], device: str, threads: int) -> Callable[[], None]:
+    """``model``: a serialized ONNX model or the path of one, compiled by OpenVINO for the CPU with
+    its defaults (int8 kernels for the QuantizeLinear / DequantizeLinear pairs, and on CPUs with
+    bf16 units float layers in bf16, as a user deploying with OpenVINO gets) but ``threads``
+    threads and one stream."""
+    if device != "cpu":
+        raise ValueError(f"the openvino backend times on the CPU, not {device!r}")
+    import openvino  # only for this backend
+
+    core = openvino.Core()
+    network = core.read_model(model) if isinstance(model, str) else _read_onnx_bytes(core, model)
+    network.reshape({network.inputs[0].get_any_name(): list(shape)})
+    compiled = core.compile_model(network, "CPU", {"INFERENCE_NUM_THREADS": threads, "NUM_STREAMS": 1,
+                                                   "PERFORMANCE_HINT": "LATENCY"})
+    request = compiled.create_infer_request()
+    batch = torch.randn(shape).numpy()
+    return lambda: request.infer([batch])  # synchronous: returns when the outputs exist
+
+
+def _read_onnx_bytes(core, model: bytes):
+    with tempfile.TemporaryDirectory(prefix="ofa-nas-onnx-") as folder:
+        path = Path(folder) / "model.onnx"
+        path.write_bytes(model)
+        return core.read_model(str(path))
 
 
 @contextlib.contextmanager

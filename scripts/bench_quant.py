@@ -2,6 +2,7 @@
 
     python scripts/bench_quant.py [--models vit mobilenetv3] [--threads 1] [extra hydra overrides ...]
     python scripts/bench_quant.py --latency mobilenetv3_w10@160 resnet50@160 [--repeats 3]
+    python scripts/bench_quant.py ... --runtime openvino
 
 Trains each model's default digits supernet (whose last phase unlocks the bit widths) with
 ``python -m supernet.train`` under ``runs/bench/quant/<model>/`` (a finished run is reused), then
@@ -26,6 +27,12 @@ Each session's test accuracy and count of integer nodes are reported. Writes ``r
 batch of random images, batch norms recalibrated on random images), the same three sessions, and
 each one's latency over the float export's (side by side, so that a shared machine's load hits all
 alike). Writes ``runs/bench/quant_latency.json``.
+
+``--runtime openvino``: the same sessions compiled by OpenVINO for the CPU instead (one thread, one
+stream), ``model.onnx`` as saved (its int8 pairs: OpenVINO picks int8 kernels by itself), all in
+float32 where not integer (``INFERENCE_PRECISION_HINT: f32``, the export's precision), and beside
+them ``float_default``: the float export as OpenVINO runs it by default, in bf16 on CPUs with bf16
+units (AMX). Writes ``quant_openvino.json`` / ``quant_latency_openvino.json``.
 The MobileNetV3 supernet is trained with a short schedule (the full network, then the bit widths;
 its kernel / depth / expand phases would take another 10 minutes on 2 cores and leave the largest
 subnet as it is); pass ``model.schedule=...`` to change it.
@@ -102,7 +109,65 @@ def session(model: onnx.ModelProto, threads: int, optimized: Path) -> ort.Infere
     options = ort.SessionOptions()
     options.intra_op_num_threads = options.inter_op_num_threads = threads
     options.optimized_model_filepath = str(optimized)  # to count the integer kernels onnxruntime chose
-    return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    s = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    ops = [n.op_type for n in onnx.load(optimized).graph.node]
+    s.integer_nodes = sum(op.startswith("QLinear") or "Integer" in op for op in ops)
+    s.float_convs = sum(op in ("Conv", "FusedConv") for op in ops)
+    return s
+
+
+class OpenVINOSession:
+    """An ONNX model compiled by OpenVINO for the CPU (one stream, ``threads`` threads), with
+    onnxruntime's ``run(None, feed)``; compiled once per input shape (static shapes: its fast path).
+    ``precision``: OpenVINO's ``INFERENCE_PRECISION_HINT`` (None: its default, bf16 where the CPU has
+    bf16 units). ``integer_nodes`` / ``float_convs``: the compiled graph's convolutions and matrix
+    products by the precision OpenVINO runs them in."""
+
+    def __init__(self, model: onnx.ModelProto, threads: int, tmp: Path, precision: str | None = "f32"):
+        import openvino  # only for --runtime openvino
+
+        self.core, self.path = openvino.Core(), tmp / f"ov_{id(self)}.onnx"
+        onnx.save(model, self.path)
+        self.config = {"INFERENCE_NUM_THREADS": threads, "NUM_STREAMS": 1, "PERFORMANCE_HINT": "LATENCY",
+                       **({"INFERENCE_PRECISION_HINT": precision} if precision else {})}
+        self.requests = {}
+        kinds = [(op.get_rt_info()["layerType"].astype(str), op.get_rt_info()["runtimePrecision"].astype(str))
+                 for op in self._request((1, *model_input_shape(model))).get_compiled_model().get_runtime_model()
+                 .get_ops() if "runtimePrecision" in op.get_rt_info()]
+        products = [p.lower() for kind, p in kinds if kind in ("Convolution", "FullyConnected", "MatMul")]
+        self.integer_nodes = sum(p in ("i8", "u8") for p in products)
+        self.float_convs = sum(p in ("f32", "bf16", "f16") for p in products)
+
+    def _request(self, shape: tuple[int, ...]):
+        if shape not in self.requests:
+            network = self.core.read_model(str(self.path))
+            network.reshape({network.inputs[0].get_any_name(): list(shape)})
+            self.requests[shape] = self.core.compile_model(network, "CPU", self.config).create_infer_request()
+        return self.requests[shape]
+
+    def run(self, _outputs, feed: dict) -> list[np.ndarray]:
+        x = feed["input"]
+        request = self._request(x.shape)
+        request.infer([x])
+        return [request.get_output_tensor(0).data.copy()]
+
+
+def model_input_shape(model: onnx.ModelProto) -> tuple[int, ...]:
+    """The input's shape without its (dynamic) batch dimension."""
+    return tuple(d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim[1:])
+
+
+def sessions(runtime: str, float_path: Path, int8_path: Path, ptq: onnx.ModelProto, threads: int,
+             tmp: Path) -> dict:
+    """float, qat_int8 and ptq_int8 sessions on ``runtime`` (see the module's docstring)."""
+    if runtime == "onnxruntime":
+        models = {"float": onnx.load(float_path),
+                  "qat_int8": uint8_qdq(onnx.load(int8_path), uint8_weights=U8_WEIGHTS), "ptq_int8": ptq}
+        return {key: session(m, threads, tmp / f"{key}.opt.onnx") for key, m in models.items()}
+    return {"float": OpenVINOSession(onnx.load(float_path), threads, tmp),
+            "float_default": OpenVINOSession(onnx.load(float_path), threads, tmp, precision=None),
+            "qat_int8": OpenVINOSession(onnx.load(int8_path), threads, tmp),
+            "ptq_int8": OpenVINOSession(ptq, threads, tmp)}
 
 
 def latency_ms(sessions: dict, x: np.ndarray, repeats: int, min_s: float = 0.2) -> dict:
@@ -134,7 +199,7 @@ def onnx_accuracy(s: ort.InferenceSession, loader: DataLoader, resolution: int) 
     return correct / total
 
 
-def bench(model: str, overrides: list[str], threads: int, repeats: int) -> dict:
+def bench(model: str, overrides: list[str], runtime: str, threads: int, repeats: int) -> dict:
     out_dir = ROOT / "runs" / "bench" / "quant"
     own_schedule = any(o.startswith("model.schedule=") for o in overrides)
     schedule = [SHORT_SCHEDULES[model]] if model in SHORT_SCHEDULES and not own_schedule else []
@@ -163,31 +228,26 @@ def bench(model: str, overrides: list[str], threads: int, repeats: int) -> dict:
     res = largest["resolution"]
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        models = {}
+        paths = {}
         for bits in (32, 8):
             recalibrate_bn(net, archs[bits], calib, len(calib))  # as accuracy() did (CNNs)
-            models[bits] = save_subnet(net, archs[bits], tmp / f"{bits}bit") / "model.onnx"
-        models = {"float": onnx.load(models[32]),
-                  "qat_int8": uint8_qdq(onnx.load(models[8]), uint8_weights=U8_WEIGHTS),
-                  "ptq_int8": ptq_int8(models[32], calib, res, tmp)}
-        sessions = {name: session(m, threads, tmp / f"{name}.opt.onnx") for name, m in models.items()}
-        for name, s in sessions.items():
-            ops = [n.op_type for n in onnx.load(tmp / f"{name}.opt.onnx").graph.node]
-            result[name] = {"accuracy": round(onnx_accuracy(s, test, res), 5),
-                            "integer_nodes": sum(op.startswith("QLinear") or "Integer" in op for op in ops)}
-            print(f"{model} onnxruntime {name:8}: test acc {100 * result[name]['accuracy']:.2f}%, "
+            paths[bits] = save_subnet(net, archs[bits], tmp / f"{bits}bit") / "model.onnx"
+        timed = sessions(runtime, paths[32], paths[8], ptq_int8(paths[32], calib, res, tmp), threads, tmp)
+        for name, s in timed.items():
+            result[name] = {"accuracy": round(onnx_accuracy(s, test, res), 5), "integer_nodes": s.integer_nodes}
+            print(f"{model} {runtime} {name:8}: test acc {100 * result[name]['accuracy']:.2f}%, "
                   f"{result[name]['integer_nodes']} integer nodes")
         for batch in (1, 64):
             x = np.random.default_rng(0).standard_normal((batch, net.in_chans, res, res), dtype=np.float32)
-            ms = latency_ms(sessions, x, repeats)
-            for name in sessions:
+            ms = latency_ms(timed, x, repeats)
+            for name in timed:
                 result[name][f"batch{batch}_ms"] = ms[name]
-            print(f"{model} onnxruntime batch {batch}: " + ", ".join(
+            print(f"{model} {runtime} batch {batch}: " + ", ".join(
                 f"{name} {t:.3f} ms (x{ms['float'] / t:.2f})" for name, t in ms.items()))
     return result
 
 
-def bench_latency(spec: str, threads: int, repeats: int) -> dict:
+def bench_latency(spec: str, runtime: str, threads: int, repeats: int) -> dict:
     """``--latency``: float, qat_int8 and ptq_int8 sessions of ``CONFIG@RES`` with random weights."""
     name, _, res = spec.partition("@")
     cfg = yaml.safe_load((ROOT / "conf" / "model" / f"{name}.yaml").read_text())
@@ -209,21 +269,16 @@ def bench_latency(spec: str, threads: int, repeats: int) -> dict:
         for bits, arch in archs.items():
             recalibrate_bn(net, arch, calib, len(calib))
             paths[bits] = save_subnet(net, arch, tmp / f"{bits}bit") / "model.onnx"
-        models = {"float": onnx.load(paths[32]),
-                  "qat_int8": uint8_qdq(onnx.load(paths[8]), uint8_weights=U8_WEIGHTS),
-                  "ptq_int8": ptq_int8(paths[32], calib, res, tmp)}
-        sessions = {key: session(m, threads, tmp / f"{key}.opt.onnx") for key, m in models.items()}
-        for key in sessions:
-            ops = [n.op_type for n in onnx.load(tmp / f"{key}.opt.onnx").graph.node]
-            result[key] = {"integer_nodes": sum(op.startswith("QLinear") or "Integer" in op for op in ops),
-                           "float_convs": sum(op in ("Conv", "FusedConv") for op in ops)}
+        timed = sessions(runtime, paths[32], paths[8], ptq_int8(paths[32], calib, res, tmp), threads, tmp)
+        for key, s in timed.items():
+            result[key] = {"integer_nodes": s.integer_nodes, "float_convs": s.float_convs}
         for batch in (1, 64):
             x = np.random.default_rng(0).standard_normal((batch, net.in_chans, res, res), dtype=np.float32)
-            ms = latency_ms(sessions, x, repeats)
-            for key in sessions:
+            ms = latency_ms(timed, x, repeats)
+            for key in timed:
                 result[key][f"batch{batch}_ms"] = ms[key]
                 result[key][f"batch{batch}_vs_float"] = round(ms[key] / ms["float"], 3)
-            print(f"{spec} batch {batch}: " + ", ".join(
+            print(f"{spec} {runtime} batch {batch}: " + ", ".join(
                 f"{key} {t:.1f} ms ({t / ms['float']:.2f} of float, {result[key]['integer_nodes']} integer nodes)"
                 for key, t in ms.items()), flush=True)
     return result
@@ -236,19 +291,27 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=15)
     parser.add_argument("--latency", nargs="+", metavar="CONFIG@RES",
                         help="latency alone of conf/model/CONFIG.yaml's largest arch at RES px, random weights")
-    parser.add_argument("--out", default=None, help="default: runs/bench/quant.json (quant_latency.json)")
+    parser.add_argument("--runtime", choices=("onnxruntime", "openvino"), default="onnxruntime",
+                        help="what runs the exports (openvino: pip install openvino)")
+    parser.add_argument("--out", default=None,
+                        help="default: runs/bench/quant.json (quant_latency.json; _openvino before .json)")
     args, overrides = parser.parse_known_args()
     ort.set_default_logger_severity(3)  # not the warning that optimized models are machine-specific
     torch.set_num_threads(args.threads)  # the export's calibration passes: as little load as the timings
     results = {"machine": {"cpu": platform.processor() or platform.machine(), "onnxruntime": ort.__version__,
                            "torch": torch.__version__, "threads": args.threads}}
+    if args.runtime == "openvino":
+        import openvino
+
+        results["machine"]["openvino"] = openvino.__version__
     if args.latency:
         for spec in args.latency:
-            results[spec] = bench_latency(spec, args.threads, args.repeats)
+            results[spec] = bench_latency(spec, args.runtime, args.threads, args.repeats)
     else:
         for model in args.models:
-            results[model] = bench(model, overrides, args.threads, args.repeats)
-    args.out = args.out or str(ROOT / "runs" / "bench" / ("quant_latency.json" if args.latency else "quant.json"))
+            results[model] = bench(model, overrides, args.runtime, args.threads, args.repeats)
+    suffix = "" if args.runtime == "onnxruntime" else f"_{args.runtime}"
+    args.out = args.out or str(ROOT / "runs" / "bench" / f"quant{'_latency' if args.latency else ''}{suffix}.json")
     save_json(results, args.out)
     print(f"wrote {args.out}")
 

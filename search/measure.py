@@ -61,12 +61,17 @@ def sample_archs(space, n: int, seed: int) -> list[dict]:
 def for_backend(module, shape: tuple[int, ...], profile: HardwareProfile):
     """``module`` as the profile's backend runs it: the module itself for torch; for onnxruntime its
     serialized ONNX export (``supernet.export.deployed_onnx``: 8-bit blocks as integer kernels, as a
-    user deploys them, not PyTorch's fake quantization). ``shape``: one input's, without the batch."""
-    if profile.backend != "onnxruntime":
+    user deploys them, not PyTorch's fake quantization); for openvino ``model.onnx`` as saved (its
+    int8 QuantizeLinear / DequantizeLinear pairs, which OpenVINO runs as int8 kernels by itself).
+    ``shape``: one input's, without the batch."""
+    if profile.backend == "torch":
         return module
-    from supernet.export import deployed_onnx  # onnx: not needed on a device that times torch
+    from supernet.export import deployed_onnx, onnx_model  # onnx: not needed on a device that times torch
 
-    return deployed_onnx(module.eval(), torch.randn(2, *shape), profile.device)
+    x = torch.randn(2, *shape)
+    if profile.backend == "openvino":
+        return onnx_model(module.eval(), x).SerializeToString()
+    return deployed_onnx(module.eval(), x, profile.device)
 
 
 def deployable(net, arch: dict, profile: HardwareProfile) -> tuple[object, tuple[int, int, int]]:
@@ -143,7 +148,8 @@ def main(argv: list[str] | None = None) -> Path:
     parser.add_argument("--out", help="output CSV (default: runs/tables/<profile name>.csv); with --lut a YAML "
                                       "(default: runs/tables/<profile name>_lut.yaml)")
     parser.add_argument("--threads", type=_positive, help="override the profile's thread count")
-    parser.add_argument("--backend", choices=("torch", "onnxruntime"), help="override the profile's backend")
+    parser.add_argument("--backend", choices=("torch", "onnxruntime", "openvino"),
+                        help="override the profile's backend")
     parser.add_argument("--chunk", type=_positive,
                         help="models alive and timed together in interleaved rounds (default: as many as "
                              "fit in 1 GiB of float32 weights at the largest subnet's size, at most 100)")
