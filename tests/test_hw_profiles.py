@@ -255,10 +255,18 @@ def test_bigger_model_measures_slower_and_state_is_restored():
     assert torch.get_num_threads() == threads_before and big.training
 
 
-def test_onnxruntime_backend_gives_positive_latency():
-    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(8 * 8 * 8, 10))
-    result = quick_cpu(backend="onnxruntime", batch_size=2).latency_ms(model, (3, 8, 8))
-    assert result.ms > 0 and result.source == "measured" and result.n == 9
+@pytest.mark.parametrize("backend", ["onnxruntime", "openvino"])
+def test_onnx_backends_time_a_module_through_its_export(backend):
+    small = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(8 * 8 * 8, 10))
+    big = nn.Sequential(nn.Conv2d(3, 256, 3, padding=1), nn.ReLU(), nn.Conv2d(256, 256, 3, padding=1),
+                        nn.Flatten(), nn.Linear(256 * 8 * 8, 10))  # ~200x the MACs
+    small_result, big_result = (quick_cpu(backend=backend, batch_size=2).latency_ms(m, (3, 8, 8)) for m in (small, big))
+    assert big_result.ms > small_result.ms > 0 and small_result.source == "measured" and small_result.n == 9
+
+
+def test_openvino_times_on_the_cpu_only():
+    with pytest.raises(ProfileError, match="openvino on 'cuda'.*CPU only"):
+        quick_cpu(backend="openvino", device="cuda").latency_ms(mlp(4, 1), (4,))
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
@@ -368,13 +376,14 @@ def test_malformed_tables_name_file_and_line(tmp_path):
         load_profile({"name": "t", "kind": "table", "table": str(twice)}).latency_ms(arch={"w": 8})
 
 
-def test_an_onnxruntime_profile_without_onnxruntime_installed_is_a_one_line_error(monkeypatch):
+@pytest.mark.parametrize("backend", ["onnxruntime", "openvino"])
+def test_an_onnx_backend_profile_without_its_runtime_installed_is_a_one_line_error(backend, monkeypatch):
     # a device install (a Raspberry Pi with torch only) times local_cpu's default backend: say what to do
     import importlib.util
 
     real = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "onnxruntime" else real(name, *a))
-    with pytest.raises(ProfileError, match=r"'onnxruntime' is not installed here; pip install onnxruntime .* "
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == backend else real(name, *a))
+    with pytest.raises(ProfileError, match=rf"'{backend}' is not installed here; pip install {backend} .* "
                                            r"hw.backend=torch"):
-        quick_cpu().latency_ms(mlp(4, 1), (4,))
+        quick_cpu(backend=backend).latency_ms(mlp(4, 1), (4,))
     quick_cpu(backend="torch").latency_ms(mlp(4, 1), (4,))  # eager needs none of it
