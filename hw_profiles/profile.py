@@ -203,11 +203,6 @@ class HardwareProfile:
                         f"profile {self.name!r} ({self.origin}) times with {self.backend}, but {package!r} is not "
                         f"installed here; pip install {self.backend} onnx onnxscript, or time with hw.backend=torch"
                     )
-        if self.backend == "openvino" and self.device != "cpu":
-            raise ProfileError(
-                f"profile {self.name!r} ({self.origin}) times with openvino on {self.device!r}; this project "
-                "times OpenVINO on the CPU only (device: cpu)"
-            )
         if self.device != "cuda":
             return
         if self.backend == "torch" and not torch.cuda.is_available():
@@ -404,6 +399,9 @@ def _validate(config: dict[str, Any], origin: str) -> HardwareProfile:
                 raise ProfileError(f"{origin}: missing field {field!r} (required for kind {kind!r})")
             continue
         values[field] = _checked(spec, field, config[field], origin)
+    if values.get("backend") == "openvino" and values.get("device") != "cpu":
+        raise ProfileError(f"{origin}: backend 'openvino' times on the CPU only (device: cpu), "
+                           f"got device {values.get('device')!r}")
     if "table" in values:
         values["table"] = Path(values["table"]).expanduser()
         if kind == "table" and not values["table"].is_file():

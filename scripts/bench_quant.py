@@ -24,7 +24,7 @@ Each session's test accuracy and count of integer nodes are reported. Writes ``r
 
 ``--latency CONFIG@RES ...``: latency alone, at ImageNet-like sizes: the largest arch of
 ``conf/model/CONFIG.yaml`` at RES px, 1000 classes, random weights (input scales set by a training
-batch of random images, batch norms recalibrated on random images), the same three sessions, and
+batch of random images, batch norms recalibrated on random images), the same sessions, and
 each one's latency over the float export's (side by side, so that a shared machine's load hits all
 alike). Writes ``runs/bench/quant_latency.json``.
 
@@ -61,6 +61,7 @@ from torch.utils.data import DataLoader
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from hw_profiles.timing import openvino_compiled, openvino_layer_precisions  # noqa: E402
 from supernet.bn import recalibrate_bn  # noqa: E402
 from supernet.checkpoint import load_supernet, save_json  # noqa: E402
 from supernet.data import build_data, calibration_loader  # noqa: E402
@@ -111,45 +112,33 @@ def session(model: onnx.ModelProto, threads: int, optimized: Path) -> ort.Infere
     options.optimized_model_filepath = str(optimized)  # to count the integer kernels onnxruntime chose
     s = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
     ops = [n.op_type for n in onnx.load(optimized).graph.node]
-    s.integer_nodes = sum(op.startswith("QLinear") or "Integer" in op for op in ops)
-    s.float_convs = sum(op in ("Conv", "FusedConv") for op in ops)
+    s.counts = {"integer_nodes": sum(op.startswith("QLinear") or "Integer" in op for op in ops),
+                "float_convs": sum(op in ("Conv", "FusedConv") for op in ops)}
     return s
 
 
 class OpenVINOSession:
-    """An ONNX model compiled by OpenVINO for the CPU (one stream, ``threads`` threads), with
-    onnxruntime's ``run(None, feed)``; compiled once per input shape (static shapes: its fast path).
-    ``precision``: OpenVINO's ``INFERENCE_PRECISION_HINT`` (None: its default, bf16 where the CPU has
-    bf16 units). ``integer_nodes`` / ``float_convs``: the compiled graph's convolutions and matrix
-    products by the precision OpenVINO runs them in."""
+    """An ONNX model compiled by OpenVINO for the CPU (``hw_profiles.timing.openvino_compiled``: one
+    stream, ``threads`` threads), with onnxruntime's ``run(None, feed)``; compiled once per input
+    shape. ``precision``: OpenVINO's ``INFERENCE_PRECISION_HINT`` (None: its default, bf16 where the
+    CPU has bf16 units). ``counts``: the compiled graph's convolutions and fully connected layers
+    on integers (``integer_nodes``) and in float (``float_layers``)."""
 
-    def __init__(self, model: onnx.ModelProto, threads: int, tmp: Path, precision: str | None = "f32"):
-        import openvino  # only for --runtime openvino
-
-        self.core, self.path = openvino.Core(), tmp / f"ov_{id(self)}.onnx"
-        onnx.save(model, self.path)
-        self.config = {"INFERENCE_NUM_THREADS": threads, "NUM_STREAMS": 1, "PERFORMANCE_HINT": "LATENCY",
-                       **({"INFERENCE_PRECISION_HINT": precision} if precision else {})}
-        self.requests = {}
-        kinds = [(op.get_rt_info()["layerType"].astype(str), op.get_rt_info()["runtimePrecision"].astype(str))
-                 for op in self._request((1, *model_input_shape(model))).get_compiled_model().get_runtime_model()
-                 .get_ops() if "runtimePrecision" in op.get_rt_info()]
-        products = [p.lower() for kind, p in kinds if kind in ("Convolution", "FullyConnected", "MatMul")]
-        self.integer_nodes = sum(p in ("i8", "u8") for p in products)
-        self.float_convs = sum(p in ("f32", "bf16", "f16") for p in products)
+    def __init__(self, model: onnx.ModelProto, threads: int, precision: str | None = "f32"):
+        self.model, self.threads, self.precision, self.requests = model.SerializeToString(), threads, precision, {}
+        first = self._request((1, *model_input_shape(model))).get_compiled_model()
+        counts = openvino_layer_precisions(first)
+        self.counts = {"integer_nodes": counts["integer"], "float_layers": counts["float"]}
 
     def _request(self, shape: tuple[int, ...]):
         if shape not in self.requests:
-            network = self.core.read_model(str(self.path))
-            network.reshape({network.inputs[0].get_any_name(): list(shape)})
-            self.requests[shape] = self.core.compile_model(network, "CPU", self.config).create_infer_request()
+            compiled = openvino_compiled(self.model, shape, self.threads, self.precision)
+            self.requests[shape] = compiled.create_infer_request()
         return self.requests[shape]
 
     def run(self, _outputs, feed: dict) -> list[np.ndarray]:
         x = feed["input"]
-        request = self._request(x.shape)
-        request.infer([x])
-        return [request.get_output_tensor(0).data.copy()]
+        return [self._request(x.shape).infer([x])[0]]
 
 
 def model_input_shape(model: onnx.ModelProto) -> tuple[int, ...]:
@@ -159,15 +148,16 @@ def model_input_shape(model: onnx.ModelProto) -> tuple[int, ...]:
 
 def sessions(runtime: str, float_path: Path, int8_path: Path, ptq: onnx.ModelProto, threads: int,
              tmp: Path) -> dict:
-    """float, qat_int8 and ptq_int8 sessions on ``runtime`` (see the module's docstring)."""
+    """float, qat_int8 and ptq_int8 sessions on ``runtime`` (and float_default on openvino; see the
+    module's docstring)."""
     if runtime == "onnxruntime":
         models = {"float": onnx.load(float_path),
                   "qat_int8": uint8_qdq(onnx.load(int8_path), uint8_weights=U8_WEIGHTS), "ptq_int8": ptq}
         return {key: session(m, threads, tmp / f"{key}.opt.onnx") for key, m in models.items()}
-    return {"float": OpenVINOSession(onnx.load(float_path), threads, tmp),
-            "float_default": OpenVINOSession(onnx.load(float_path), threads, tmp, precision=None),
-            "qat_int8": OpenVINOSession(onnx.load(int8_path), threads, tmp),
-            "ptq_int8": OpenVINOSession(ptq, threads, tmp)}
+    return {"float": OpenVINOSession(onnx.load(float_path), threads),
+            "float_default": OpenVINOSession(onnx.load(float_path), threads, precision=None),
+            "qat_int8": OpenVINOSession(onnx.load(int8_path), threads),
+            "ptq_int8": OpenVINOSession(ptq, threads)}
 
 
 def latency_ms(sessions: dict, x: np.ndarray, repeats: int, min_s: float = 0.2) -> dict:
@@ -191,7 +181,7 @@ def latency_ms(sessions: dict, x: np.ndarray, repeats: int, min_s: float = 0.2) 
     return {name: round(statistics.median(t), 4) for name, t in times.items()}
 
 
-def onnx_accuracy(s: ort.InferenceSession, loader: DataLoader, resolution: int) -> float:
+def onnx_accuracy(s: ort.InferenceSession | OpenVINOSession, loader: DataLoader, resolution: int) -> float:
     correct = total = 0
     for x, y in loader:
         correct += int((s.run(None, {"input": resized(x, resolution).numpy()})[0].argmax(1) == y.numpy()).sum())
@@ -234,7 +224,7 @@ def bench(model: str, overrides: list[str], runtime: str, threads: int, repeats:
             paths[bits] = save_subnet(net, archs[bits], tmp / f"{bits}bit") / "model.onnx"
         timed = sessions(runtime, paths[32], paths[8], ptq_int8(paths[32], calib, res, tmp), threads, tmp)
         for name, s in timed.items():
-            result[name] = {"accuracy": round(onnx_accuracy(s, test, res), 5), "integer_nodes": s.integer_nodes}
+            result[name] = {"accuracy": round(onnx_accuracy(s, test, res), 5), **s.counts}
             print(f"{model} {runtime} {name:8}: test acc {100 * result[name]['accuracy']:.2f}%, "
                   f"{result[name]['integer_nodes']} integer nodes")
         for batch in (1, 64):
@@ -271,7 +261,7 @@ def bench_latency(spec: str, runtime: str, threads: int, repeats: int) -> dict:
             paths[bits] = save_subnet(net, arch, tmp / f"{bits}bit") / "model.onnx"
         timed = sessions(runtime, paths[32], paths[8], ptq_int8(paths[32], calib, res, tmp), threads, tmp)
         for key, s in timed.items():
-            result[key] = {"integer_nodes": s.integer_nodes, "float_convs": s.float_convs}
+            result[key] = dict(s.counts)
         for batch in (1, 64):
             x = np.random.default_rng(0).standard_normal((batch, net.in_chans, res, res), dtype=np.float32)
             ms = latency_ms(timed, x, repeats)
@@ -287,7 +277,7 @@ def bench_latency(spec: str, runtime: str, threads: int, repeats: int) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", nargs="+", default=["vit", "mobilenetv3"])
-    parser.add_argument("--threads", type=int, default=1, help="onnxruntime threads (1: least noise)")
+    parser.add_argument("--threads", type=int, default=1, help="runtime threads (1: least noise)")
     parser.add_argument("--repeats", type=int, default=15)
     parser.add_argument("--latency", nargs="+", metavar="CONFIG@RES",
                         help="latency alone of conf/model/CONFIG.yaml's largest arch at RES px, random weights")

@@ -36,6 +36,7 @@ import torch
 from hw_profiles import HardwareProfile, ProfileError, load_profile, measure_models, write_table
 from hw_profiles.lut import layer_key, write_lut
 from hw_profiles.measure import measure_layers
+from hw_profiles.timing import ONNX_BACKENDS
 from supernet.checkpoint import CheckpointError, load_supernet
 
 from .lut import lut_cover, lut_modules
@@ -148,7 +149,7 @@ def main(argv: list[str] | None = None) -> Path:
     parser.add_argument("--out", help="output CSV (default: runs/tables/<profile name>.csv); with --lut a YAML "
                                       "(default: runs/tables/<profile name>_lut.yaml)")
     parser.add_argument("--threads", type=_positive, help="override the profile's thread count")
-    parser.add_argument("--backend", choices=("torch", "onnxruntime", "openvino"),
+    parser.add_argument("--backend", choices=("torch", *ONNX_BACKENDS),
                         help="override the profile's backend")
     parser.add_argument("--chunk", type=_positive,
                         help="models alive and timed together in interleaved rounds (default: as many as "

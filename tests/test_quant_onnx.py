@@ -21,6 +21,7 @@ from conftest import model_config
 from torch import nn
 
 import supernet.export as export_mod
+from hw_profiles.timing import openvino_compiled, openvino_layer_precisions
 from supernet import create_supernet_from_config
 from supernet.bn import recalibrate_bn
 from supernet.export import save_subnet, uint8_qdq
@@ -114,36 +115,19 @@ def test_integer_graph_computes_the_fake_quantized_subnet(exported, tmp_path):
                                    atol=1e-5, rtol=0)
 
 
-def openvino_compiled(path, shape: tuple[int, ...]):
-    """The ONNX model at ``path`` compiled by OpenVINO for the CPU at a static ``shape``, in
-    float32 where not integer (its default on CPUs with bf16 units is bf16); with the compiled graph's
-    convolutions and matrix products counted by the precision they run in."""
-    import openvino
-
-    core = openvino.Core()
-    network = core.read_model(str(path))
-    network.reshape({network.inputs[0].get_any_name(): list(shape)})
-    compiled = core.compile_model(network, "CPU", {"INFERENCE_PRECISION_HINT": "f32", "INFERENCE_NUM_THREADS": 1})
-    counts = {}
-    for op in compiled.get_runtime_model().get_ops():
-        info = op.get_rt_info()
-        if "runtimePrecision" in info and info["layerType"].astype(str) in ("Convolution", "FullyConnected"):
-            precision = "integer" if info["runtimePrecision"].astype(str).lower() in ("i8", "u8") else "float"
-            counts[precision] = counts.get(precision, 0) + 1
-    return compiled, counts
-
-
 def test_openvino_runs_every_8_bit_layer_on_integers_and_computes_the_fake_quantized_subnet(exported):
     """model.onnx as saved (int8 pairs, no uint8_qdq): OpenVINO picks int8 kernels for every 8-bit
     conv and linear layer (squeeze-excitation's expansions too: it needs only the input and weight
-    pairs), leaves the float layers outside the blocks in float, and its logits are as near the
-    fake-quantized subnet's as onnxruntime's must be."""
+    pairs), leaves the float layers outside the blocks in float, and its logits (float32 elsewhere,
+    not its bf16 default) are as near the fake-quantized subnet's as onnxruntime's must be."""
+    pytest.importorskip("openvino")
     family, static, path, x, fake_quantized, floating = exported
-    compiled, counts = openvino_compiled(path, tuple(x.shape))
+    compiled = openvino_compiled(str(path), tuple(x.shape), threads=1, precision="f32")
     quantized = sum(isinstance(m, (QuantConv2d, QuantLinear)) and m.bits == 8 for m in static.modules())
     # outside the blocks: MobileNetV3's stem, first block and head (5 convs), ResNet's stem (3), the
     # ViT's patch embedding; and each family's classifier
-    assert counts == {"integer": quantized, "float": {"mobilenetv3": 5, "resnet": 3, "vit": 1}[family] + 1}
+    float_layers = {"mobilenetv3": 5, "resnet": 3, "vit": 1}[family] + 1
+    assert openvino_layer_precisions(compiled) == {"integer": quantized, "float": float_layers}
     logits = torch.from_numpy(compiled.create_infer_request().infer([x.numpy()])[0].copy())
 
     def rms(t):
@@ -260,9 +244,11 @@ def test_an_onnxruntime_profile_times_the_integer_export_not_fake_quantization(t
     assert result["latency_source"] == ["measured"] and result["latency_ms"][0] > 0
 
 
-def test_an_openvino_profile_times_model_onnx_with_its_integer_layers(tmp_path):
+def test_an_openvino_profile_times_model_onnx_with_its_integer_layers(monkeypatch):
     """``backend: openvino``: the model a search's evaluator times for an 8-bit subnet is ``model.onnx``
-    as saved, which OpenVINO runs with int8 kernels."""
+    as saved, which OpenVINO, compiled as the profile compiles it, runs with int8 kernels."""
+    pytest.importorskip("openvino")
+    import hw_profiles.timing as timing
     from hw_profiles import load_profile
     from search.evaluator import SupernetEvaluator
     from search.measure import deployable
@@ -273,12 +259,15 @@ def test_an_openvino_profile_times_model_onnx_with_its_integer_layers(tmp_path):
     profile = load_profile("local_cpu", backend="openvino", warmup=1, repeats=3, rounds=1)
     model, shape = deployable(net, arch, profile)
     assert isinstance(model, bytes) and shape == (1, arch["resolution"], arch["resolution"])
-    (tmp_path / "deployed.onnx").write_bytes(model)
-    _, counts = openvino_compiled(tmp_path / "deployed.onnx", (1, *shape))
+    counts = openvino_layer_precisions(openvino_compiled(model, (1, *shape), profile.threads))
     assert counts["integer"] == sum(isinstance(m, QuantLinear) and m.bits == 8 for m in net.export(arch).modules()) > 0
 
+    timed = []
+    runner = timing._openvino_runner
+    monkeypatch.setattr(timing, "_openvino_runner", lambda m, *a: timed.append(m) or runner(m, *a))
     images = torch.randn(8, *shape)
     loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(images, torch.zeros(8, dtype=torch.long)),
                                          batch_size=8)
     result = SupernetEvaluator(net, profile, loader)([arch])
     assert result["latency_source"] == ["measured"] and result["latency_ms"][0] > 0
+    assert timed == [model]  # the evaluator timed that export in OpenVINO
