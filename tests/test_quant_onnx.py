@@ -77,6 +77,14 @@ def expected_integer_nodes(static) -> int:
                for m in static.modules())
 
 
+def float_convs_outside_blocks(family: str, static) -> int:
+    """The convs outside the quantized blocks, which stay float: MobileNetV3's stem, first block and
+    head (5), the ViT's patch embedding (1), ResNet's stem (3) unless ``quantize_stem`` made it 8-bit."""
+    if family == "resnet":
+        return sum(isinstance(m, nn.Conv2d) and not isinstance(m, QuantConv2d) for m in static.stem.modules())
+    return {"mobilenetv3": 5, "vit": 1}[family]
+
+
 def test_every_8_bit_conv_and_matmul_runs_as_an_integer_kernel(exported, tmp_path):
     family, static, path, _, _, _ = exported
     _, ops = optimized_session(uint8_qdq(onnx.load(path)), tmp_path / "optimized.onnx")
@@ -84,12 +92,11 @@ def test_every_8_bit_conv_and_matmul_runs_as_an_integer_kernel(exported, tmp_pat
     assert sum(counts.values()) == expected_integer_nodes(static) > 0, counts
     if family != "vit":
         # convolutions as QLinearConv, and no conv of a quantized block left in float but the
-        # squeeze-excitations' expansions: the float layers outside the blocks are the stem, the
-        # first MobileNetV3 block and its head (5 convs), ResNet's stem (3)
+        # squeeze-excitations' expansions
         assert counts == {"QLinearConv": expected_integer_nodes(static)}
         float_convs = sum(op in ("Conv", "FusedConv") for op in ops)
         expansions = sum(isinstance(m, SqueezeExcite) for m in static.modules())
-        assert float_convs == {"mobilenetv3": 5, "resnet": 3}[family] + expansions
+        assert float_convs == float_convs_outside_blocks(family, static) + expansions
 
 
 def test_integer_graph_computes_the_fake_quantized_subnet(exported, tmp_path):
@@ -124,9 +131,7 @@ def test_openvino_runs_every_8_bit_layer_on_integers_and_computes_the_fake_quant
     family, static, path, x, fake_quantized, floating = exported
     compiled = openvino_compiled(str(path), tuple(x.shape), threads=1, precision="f32")
     quantized = sum(isinstance(m, (QuantConv2d, QuantLinear)) and m.bits == 8 for m in static.modules())
-    # outside the blocks: MobileNetV3's stem, first block and head (5 convs), ResNet's stem (3), the
-    # ViT's patch embedding; and each family's classifier
-    float_layers = {"mobilenetv3": 5, "resnet": 3, "vit": 1}[family] + 1
+    float_layers = float_convs_outside_blocks(family, static) + 1  # and the classifier
     assert openvino_layer_precisions(compiled) == {"integer": quantized, "float": float_layers}
     logits = torch.from_numpy(compiled.create_infer_request().infer([x.numpy()])[0].copy())
 
@@ -153,8 +158,9 @@ def test_a_stem_max_pool_runs_on_the_integers_of_the_next_quantizer(tmp_path, mo
     """OFA's ResNet stem ends in a 3x3 max pool that the first block reads through its 8-bit input
     quantizer: the deployed graph pools those uint8 integers channels-last (NhwcMaxPool), and its
     logits are onnxruntime's own for the graph that leaves the pool alone (where onnxruntime moves
-    the quantizer above the pool itself and pools with its generic NCHW kernel)."""
-    _, _, x, path = saved_8_bit_resnet(tmp_path, stem_pool=True)
+    the quantizer above the pool itself and pools with its generic NCHW kernel). A float stem: after an
+    8-bit one (``quantize_stem``) onnxruntime pools the integers channels-last by itself."""
+    _, _, x, path = saved_8_bit_resnet(tmp_path, stem_pool=True, quantize_stem=False)
     weights = not export_mod.cpu_has_vnni()
     session, ops = optimized_session(uint8_qdq(onnx.load(path), uint8_weights=weights), tmp_path / "pooled.onnx")
     assert ops.count("NhwcMaxPool") == 1 and "MaxPool" not in ops
@@ -176,6 +182,34 @@ def test_residual_sums_between_8_bit_resnet_blocks_run_on_integers(quantize_skip
     blocks = [m for m in net.export(arch).modules() if isinstance(m, Bottleneck)]
     read_by_integers = sum(isinstance(b.downsample, nn.Identity) for b in blocks[1:])
     assert ops.count("QLinearAdd") == (read_by_integers if quantize_skip else 0) and read_by_integers > 0
+
+
+def test_a_quantized_stem_follows_the_first_block_and_runs_on_integers(tmp_path):
+    """``quantize_stem`` (conf/model/resnet.yaml): the stem's three convs run at 8 bits when the first
+    block is quantized (4 bits too), in float otherwise, where the subnet computes what a supernet
+    without the option does; the space counts their bits; onnxruntime runs them as QLinearConv."""
+    net, arch, x, path = saved_8_bit_resnet(tmp_path, quantize_stem=True)
+    stem_convs = [m for m in net.export(arch).stem.modules() if isinstance(m, nn.Conv2d)]
+    assert len(stem_convs) == 3 and all(isinstance(m, QuantConv2d) and m.bits == 8 for m in stem_convs)
+    four = {**arch, "bits": [4] + arch["bits"][1:]}
+    assert all(m.bits == 8 for m in net.export(four).stem.modules() if isinstance(m, QuantConv2d))
+    floating = {**arch, "bits": [32] + arch["bits"][1:]}
+    assert not any(isinstance(m, QuantConv2d) for m in net.export(floating).stem.modules())
+    stem_bits = {c["name"]: c["bits"] for c in net.space.layer_costs(arch) if c["name"].startswith("stem.")}
+    assert stem_bits == {"stem.conv1": 8, "stem.residual.fn": 8, "stem.residual.add": 32, "stem.conv2": 8}
+    assert all(c["bits"] == 32 for c in net.space.layer_costs(floating) if c["name"].startswith("stem.conv"))
+
+    _, ops = optimized_session(uint8_qdq(onnx.load(path)), tmp_path / "optimized.onnx")
+    assert ops.count("QLinearConv") == expected_integer_nodes(net.export(arch)) and "Conv" not in ops
+
+    logits = []  # float subnets: the option changes nothing (fresh supernets: no 8-bit batch moved their norms)
+    for option in (True, False):
+        torch.manual_seed(0)
+        model = create_supernet_from_config({**model_config("resnet"), "quantize_stem": option}, num_classes=10)
+        model.eval().set_active(model.space.largest())
+        with torch.no_grad():
+            logits.append(model(x))
+    torch.testing.assert_close(logits[0], logits[1], atol=0, rtol=0)
 
 
 def int8_logits(path, x, tmp_path) -> torch.Tensor:

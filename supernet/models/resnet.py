@@ -22,6 +22,7 @@ from torch import nn
 
 from ..layers import (
     DEFAULT_BITS,
+    FLOAT_BITS,
     ElasticConvNormAct,
     ElasticLinear,
     attach_quantizers,
@@ -42,6 +43,7 @@ OFA_STEM_WIDTH = 64
 OFA_STAGE_WIDTHS = (256, 512, 1024, 2048)
 OFA_BASE_DEPTH = (2, 2, 4, 2)
 OFA_STAGE_STRIDES = (1, 2, 2, 2)
+STEM_BITS = 8  # the stem's width when quantized (quantize_stem)
 
 
 class ResNetSpace(SearchSpace):
@@ -50,7 +52,8 @@ class ResNetSpace(SearchSpace):
     def __init__(self, *, resolution: Sequence[int], depth: Sequence[int], expand: Sequence[float],
                  width: Sequence[float], bits: Sequence[int] = DEFAULT_BITS, stem_width: int,
                  stage_widths: Sequence[int], base_depth: Sequence[int], stem_stride: int, stem_pool: bool,
-                 stage_strides: Sequence[int], in_chans: int, num_classes: int, channel_divisor: int = 8):
+                 stage_strides: Sequence[int], in_chans: int, num_classes: int, channel_divisor: int = 8,
+                 quantize_stem: bool = False):
         if not len(stage_widths) == len(base_depth) == len(stage_strides):
             raise ValueError(f"stage_widths {list(stage_widths)}, base_depth {list(base_depth)} and stage_strides "
                              f"{list(stage_strides)} must have one entry per stage")
@@ -70,6 +73,7 @@ class ResNetSpace(SearchSpace):
         self.stem_width, self.stage_widths, self.base_depth = stem_width, tuple(stage_widths), tuple(base_depth)
         self.stem_stride, self.stem_pool, self.stage_strides = stem_stride, stem_pool, tuple(stage_strides)
         self.in_chans, self.num_classes, self.divisor = in_chans, num_classes, channel_divisor
+        self.quantize_stem = quantize_stem and min(bits) < FLOAT_BITS  # a float-only space has nothing to follow
 
     # -- channel counts (OFA's rounding) ------------------------------------------------------
     def stem_out_channels(self, width_mult: float) -> int:
@@ -88,6 +92,11 @@ class ResNetSpace(SearchSpace):
     # -- which blocks run ----------------------------------------------------------------------
     def stem_residual(self, arch: dict) -> bool:
         return arch["depth"][0] == self._by_name["depth"].choices[-1]
+
+    def stem_bits(self, arch: dict) -> int:
+        """The stem's bit width: with ``quantize_stem``, 8 when the first block is quantized (at any
+        width: a first layer below 8 bits costs accuracy, the papers keep it at 8), else float."""
+        return STEM_BITS if self.quantize_stem and arch["bits"][0] != FLOAT_BITS else FLOAT_BITS
 
     def first_block(self, stage: int) -> int:
         return sum(self.stage_blocks[:stage])
@@ -118,16 +127,16 @@ class ResNetSpace(SearchSpace):
     def _layers(self, arch: dict) -> list[tuple]:
         # MACs as OFA's count_net_flops takes them (see conv_cost): convolutions and the classifier;
         # pools and adds are layers of no MACs, kept for their memory traffic. Block convs run at
-        # the block's bit width.
-        w, size = arch["width"], arch["resolution"]
+        # the block's bit width, the stem's at ``stem_bits``.
+        w, size, sb = arch["width"], arch["resolution"], self.stem_bits(arch)
         mid, out = self.stem_mid_channels(w[0]), self.stem_out_channels(w[1])
-        layers = [conv_cost("stem.conv1", self.in_chans, mid, 3, size, self.stem_stride)]
+        layers = [conv_cost("stem.conv1", self.in_chans, mid, 3, size, self.stem_stride, bits=sb)]
         size = same_conv_size(size, self.stem_stride)
         if self.stem_residual(arch):
             elems = mid * size ** 2
-            layers += [conv_cost("stem.residual.fn", mid, mid, 3, size), ("stem.residual.add", "add", 0, 0,
+            layers += [conv_cost("stem.residual.fn", mid, mid, 3, size, bits=sb), ("stem.residual.add", "add", 0, 0,
                                                                            3 * elems, 32)]
-        layers.append(conv_cost("stem.conv2", mid, out, 3, size))
+        layers.append(conv_cost("stem.conv2", mid, out, 3, size, bits=sb))
         if self.stem_pool:
             pooled = same_conv_size(size, 2)
             layers.append(("stem.pool", "pool", 0, 0, out * (size ** 2 + pooled ** 2), 32))
@@ -281,7 +290,7 @@ class ElasticResNet(Supernet):
                  stem_width: int = OFA_STEM_WIDTH, stage_widths: Sequence[int] = OFA_STAGE_WIDTHS,
                  base_depth: Sequence[int] = OFA_BASE_DEPTH, stem_stride: int = 2, stem_pool: bool = True,
                  stage_strides: Sequence[int] = OFA_STAGE_STRIDES, channel_divisor: int = 8,
-                 dropout_rate: float = 0.0, quantize_skip: bool = False):
+                 dropout_rate: float = 0.0, quantize_skip: bool = False, quantize_stem: bool = False):
         super().__init__()
         bits = check_bits_choices(bits)
         self.config = dict(name="resnet", num_classes=num_classes, resolution=list(resolution), depth=list(depth),
@@ -289,11 +298,12 @@ class ElasticResNet(Supernet):
                            in_chans=in_chans, stem_width=stem_width, stage_widths=list(stage_widths),
                            base_depth=list(base_depth), stem_stride=stem_stride, stem_pool=stem_pool,
                            stage_strides=list(stage_strides), channel_divisor=channel_divisor,
-                           dropout_rate=dropout_rate, quantize_skip=quantize_skip)
+                           dropout_rate=dropout_rate, quantize_skip=quantize_skip, quantize_stem=quantize_stem)
         self.space = space = ResNetSpace(
             resolution=resolution, depth=depth, expand=expand, width=width, bits=bits, stem_width=stem_width,
             stage_widths=stage_widths, base_depth=base_depth, stem_stride=stem_stride, stem_pool=stem_pool,
-            stage_strides=stage_strides, in_chans=in_chans, num_classes=num_classes, channel_divisor=channel_divisor)
+            stage_strides=stage_strides, in_chans=in_chans, num_classes=num_classes, channel_divisor=channel_divisor,
+            quantize_stem=quantize_stem)
         self.num_classes, self.in_chans = num_classes, in_chans
         w = max(width)
         mid, out = space.stem_mid_channels(w), space.stem_out_channels(w)
@@ -302,6 +312,8 @@ class ElasticResNet(Supernet):
             residual=ElasticResidual(ElasticConvNormAct(mid, mid, 3, act_layer=RELU)),
             conv2=ElasticConvNormAct(mid, out, 3, act_layer=RELU),
             pool=nn.MaxPool2d(3, 2, 1) if stem_pool else nn.Identity()))
+        if space.quantize_stem:
+            attach_quantizers(self.stem, (STEM_BITS, FLOAT_BITS))
         blocks, in_ch = [], out
         for stage, (n, stride) in enumerate(zip(space.stage_blocks, stage_strides, strict=True)):
             out_ch = space.stage_channels(stage, w)
@@ -339,6 +351,7 @@ class ElasticResNet(Supernet):
         self.stem.conv1.set_active(self.in_chans, mid)
         self.stem.residual.set_active(space.stem_residual(arch), mid)
         self.stem.conv2.set_active(mid, out)
+        set_bits(self.stem, space.stem_bits(arch))
         in_ch = out
         for stage, _, j in space.active_blocks(arch):
             out_ch = space.stage_channels(stage, w[stage + 2])
@@ -411,11 +424,15 @@ def resnet(num_classes: int, resolution: Sequence[int] = OFA_RESOLUTIONS, depth:
            bits: Sequence[int] = DEFAULT_BITS, in_chans: int = 3, stem_width: int = OFA_STEM_WIDTH,
            stage_widths: Sequence[int] = OFA_STAGE_WIDTHS, base_depth: Sequence[int] = OFA_BASE_DEPTH,
            stem_stride: int = 2, stem_pool: bool = True, stage_strides: Sequence[int] = OFA_STAGE_STRIDES,
-           channel_divisor: int = 8, dropout_rate: float = 0.0, quantize_skip: bool = False) -> ElasticResNet:
+           channel_divisor: int = 8, dropout_rate: float = 0.0, quantize_skip: bool = False,
+           quantize_stem: bool = False) -> ElasticResNet:
     """Elastic ResNet; the defaults are OFA's ResNet50 space (``ofa_resnet50``). ``quantize_skip``: the
-    identity shortcuts of 8-bit blocks add their input on conv1's grid (``quantized_skip``; off by
-    default so that supernets trained before keep computing what they learned)."""
+    identity shortcuts of 8-bit blocks add their input on conv1's grid (``quantized_skip``);
+    ``quantize_stem``: the stem's three convs run at 8 bits whenever the first block is quantized
+    (``ResNetSpace.stem_bits``), as int8 deployments quantize the first layers. Both off by default
+    so that supernets trained before keep computing what they learned."""
     return ElasticResNet(num_classes, resolution=resolution, depth=depth, expand=expand, width=width, bits=bits,
                          in_chans=in_chans, stem_width=stem_width, stage_widths=stage_widths, base_depth=base_depth,
                          stem_stride=stem_stride, stem_pool=stem_pool, stage_strides=stage_strides,
-                         channel_divisor=channel_divisor, dropout_rate=dropout_rate, quantize_skip=quantize_skip)
+                         channel_divisor=channel_divisor, dropout_rate=dropout_rate, quantize_skip=quantize_skip,
+                         quantize_stem=quantize_stem)
