@@ -260,10 +260,11 @@ def integer_sums(model: onnx.ModelProto) -> onnx.ModelProto:
     quantizer it reaches, directly or through ReLU: ``QuantizeLinear -> DequantizeLinear`` after the
     Add, which onnxruntime then runs as QLinearAdd (and ``uint8_qdq`` the ReLU as an integer Max).
     Exact: every reader rounds the sum onto that grid anyway, and ReLU commutes with the symmetric
-    rounding. A sum with any other reader (a float layer, a 4-bit block, a projection's pool) stays
-    float. Part of ``uint8_qdq`` only: an int8 sum feeding an int8 quantizer made onnxruntime 1.32
-    fail to load the graph (a MobileNetV3 with quantized skips: its fusions built a QLinearAdd of
-    int8 and uint8 inputs), so ``model.onnx`` keeps the float Add."""
+    rounding. A sum with any other reader (a float layer, a 4-bit block, a projection's pool that
+    reads the float sum: without ``quantize_projection``) stays float. Part of ``uint8_qdq`` only: an
+    int8 sum feeding an int8 quantizer made onnxruntime 1.32 fail to load the graph (a MobileNetV3
+    with quantized skips: its fusions built a QLinearAdd of int8 and uint8 inputs), so ``model.onnx``
+    keeps the float Add."""
     graph = model.graph
     inits = {t.name: t for t in graph.initializer}
     producer = {out: node for node in graph.node for out in node.output}

@@ -27,7 +27,7 @@ from supernet.bn import recalibrate_bn
 from supernet.export import save_subnet, uint8_qdq
 from supernet.layers import QuantConv2d, QuantLinear
 from supernet.layers.squeeze_excite import SqueezeExcite
-from supernet.models.resnet import Bottleneck
+from supernet.models.resnet import Bottleneck, Projection
 
 INTEGER_OPS = ("QLinearConv", "ConvInteger", "QLinearMatMul", "MatMulInteger", "MatMulIntegerToFloat")
 
@@ -171,17 +171,25 @@ def test_a_stem_max_pool_runs_on_the_integers_of_the_next_quantizer(tmp_path, mo
                                torch.from_numpy(reference.run(None, {"input": x.numpy()})[0]), atol=0, rtol=0)
 
 
-@pytest.mark.parametrize("quantize_skip", [True, False])
-def test_residual_sums_between_8_bit_resnet_blocks_run_on_integers(quantize_skip, tmp_path):
+@pytest.mark.parametrize("quantize_skip,quantize_projection", [(True, True), (True, False), (False, False)])
+def test_residual_sums_between_8_bit_resnet_blocks_run_on_integers(quantize_skip, quantize_projection, tmp_path):
     """With ``quantize_skip`` (conf/model/resnet.yaml) an 8-bit block adds its input on conv1's grid,
-    so every sum that the next block reads only through its 8-bit quantizers (a next block without
-    a projection, whose pool would read the float sum) is an integer QLinearAdd in the deployed
-    graph; a supernet trained without it (older checkpoints) keeps float sums, as it computes."""
-    net, arch, _, path = saved_8_bit_resnet(tmp_path, quantize_skip=quantize_skip)
+    so every sum that the next block reads only through its 8-bit quantizers is an integer QLinearAdd
+    in the deployed graph; with ``quantize_projection`` too (the conf's default) a projection block
+    pools its input from that grid as well, so every sum between blocks is integer and the pools are
+    QLinearAveragePool. A supernet trained without them (older checkpoints) keeps float sums and
+    pools, as it computes."""
+    net, arch, _, path = saved_8_bit_resnet(tmp_path, quantize_skip=quantize_skip,
+                                            quantize_projection=quantize_projection)
     _, ops = optimized_session(uint8_qdq(onnx.load(path)), tmp_path / "optimized.onnx")
     blocks = [m for m in net.export(arch).modules() if isinstance(m, Bottleneck)]
-    read_by_integers = sum(isinstance(b.downsample, nn.Identity) for b in blocks[1:])
-    assert ops.count("QLinearAdd") == (read_by_integers if quantize_skip else 0) and read_by_integers > 0
+    identity = sum(isinstance(b.downsample, nn.Identity) for b in blocks[1:])
+    projections = len(blocks) - 1 - identity
+    pools = sum(isinstance(b.downsample, Projection) and isinstance(b.downsample.pool, nn.AvgPool2d)
+                for b in blocks)
+    assert identity > 0 and projections > 0 and pools > 0
+    assert ops.count("QLinearAdd") == quantize_skip * identity + quantize_projection * projections
+    assert ops.count("QLinearAveragePool") == quantize_projection * pools
 
 
 def test_a_quantized_stem_follows_the_first_block_and_runs_on_integers(tmp_path):

@@ -197,7 +197,8 @@ def quantized_skip(first_layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
     stream between 8-bit blocks lives on the grid the next block reads, and an integer runtime adds
     it to the branch as integers (QLinearAdd) computing what training did; a float skip beside a
     clipped, rounded conv input has no integer form. At 4 bits the stream stays float: its 16
-    levels would be the whole network's resolution. Used by the ResNet (``quantize_skip``); not by
+    levels would be the whole network's resolution. Used by the ResNet (``quantize_skip``, and
+    ``quantize_projection`` for the input of a projection's pool); not by
     the MobileNetV3, whose int8 ``model.onnx`` onnxruntime 1.32 then fails to load
     (docs/quantization.md)."""
     if getattr(first_layer, "bits", FLOAT_BITS) != SKIP_BITS:

@@ -216,19 +216,21 @@ class ElasticProjection(Projection):
 
 class Bottleneck(nn.Module):
     """``relu(conv3(conv2(conv1(x))) + downsample(x))``: 1x1 reduce, 3x3 (the stride), 1x1 expand.
-    Without a projection, ``quantize_skip`` adds ``x`` as conv1 reads it when the block runs at 8 bits
-    (``quantized_skip``)."""
+    When the block runs at 8 bits, its shortcut reads ``x`` as conv1 reads it (``quantized_skip``):
+    an identity shortcut with ``quantize_skip``, a projection (pool, then its own conv) with
+    ``quantize_projection``."""
 
     def __init__(self, conv1: nn.Module, conv2: nn.Module, conv3: nn.Module, downsample: nn.Module,
-                 quantize_skip: bool = False):
+                 quantize_skip: bool = False, quantize_projection: bool = False):
         super().__init__()
         self.conv1, self.conv2, self.conv3, self.downsample = conv1, conv2, conv3, downsample
         self.act = RELU()
-        self.quantize_skip = quantize_skip
+        self.quantize_skip, self.quantize_projection = quantize_skip, quantize_projection
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         identity = isinstance(self.downsample, nn.Identity)
-        skip = quantized_skip(self.conv1.conv, x) if self.quantize_skip and identity else self.downsample(x)
+        quantized = self.quantize_skip if identity else self.quantize_projection
+        skip = self.downsample(quantized_skip(self.conv1.conv, x) if quantized else x)
         return self.act(self.conv3(self.conv2(self.conv1(x))) + skip)
 
 
@@ -238,12 +240,12 @@ class ElasticBottleneck(Bottleneck):
     their input."""
 
     def __init__(self, in_channels: int, out_channels: int, hidden_channels: int, stride: int, projection: bool,
-                 quantize_skip: bool = False):
+                 quantize_skip: bool = False, quantize_projection: bool = False):
         super().__init__(ElasticConvNormAct(in_channels, hidden_channels, 1, act_layer=RELU),
                          ElasticConvNormAct(hidden_channels, hidden_channels, 3, stride, act_layer=RELU),
                          ElasticConvNormAct(hidden_channels, out_channels, 1),
                          ElasticProjection(in_channels, out_channels, stride) if projection else nn.Identity(),
-                         quantize_skip)
+                         quantize_skip, quantize_projection)
 
     def set_active(self, in_channels: int, out_channels: int, hidden_channels: int) -> None:
         self.conv1.set_active(in_channels, hidden_channels)
@@ -255,7 +257,7 @@ class ElasticBottleneck(Bottleneck):
     def to_static(self) -> Bottleneck:
         downsample = self.downsample.to_static() if isinstance(self.downsample, ElasticProjection) else nn.Identity()
         return Bottleneck(self.conv1.to_static(), self.conv2.to_static(), self.conv3.to_static(), downsample,
-                          self.quantize_skip)
+                          self.quantize_skip, self.quantize_projection)
 
     def sort_channels(self, bands: Sequence[int] = ()) -> None:
         """Hidden channels, conv3's inputs first, then conv2's (OFA's order), inside ``bands``."""
@@ -290,7 +292,8 @@ class ElasticResNet(Supernet):
                  stem_width: int = OFA_STEM_WIDTH, stage_widths: Sequence[int] = OFA_STAGE_WIDTHS,
                  base_depth: Sequence[int] = OFA_BASE_DEPTH, stem_stride: int = 2, stem_pool: bool = True,
                  stage_strides: Sequence[int] = OFA_STAGE_STRIDES, channel_divisor: int = 8,
-                 dropout_rate: float = 0.0, quantize_skip: bool = False, quantize_stem: bool = False):
+                 dropout_rate: float = 0.0, quantize_skip: bool = False, quantize_projection: bool = False,
+                 quantize_stem: bool = False):
         super().__init__()
         bits = check_bits_choices(bits)
         self.config = dict(name="resnet", num_classes=num_classes, resolution=list(resolution), depth=list(depth),
@@ -298,7 +301,8 @@ class ElasticResNet(Supernet):
                            in_chans=in_chans, stem_width=stem_width, stage_widths=list(stage_widths),
                            base_depth=list(base_depth), stem_stride=stem_stride, stem_pool=stem_pool,
                            stage_strides=list(stage_strides), channel_divisor=channel_divisor,
-                           dropout_rate=dropout_rate, quantize_skip=quantize_skip, quantize_stem=quantize_stem)
+                           dropout_rate=dropout_rate, quantize_skip=quantize_skip,
+                           quantize_projection=quantize_projection, quantize_stem=quantize_stem)
         self.space = space = ResNetSpace(
             resolution=resolution, depth=depth, expand=expand, width=width, bits=bits, stem_width=stem_width,
             stage_widths=stage_widths, base_depth=base_depth, stem_stride=stem_stride, stem_pool=stem_pool,
@@ -320,7 +324,7 @@ class ElasticResNet(Supernet):
             hidden = space.hidden_channels(out_ch, max(expand))
             for i in range(n):
                 blocks.append(ElasticBottleneck(in_ch, out_ch, hidden, stride if i == 0 else 1, projection=i == 0,
-                                                quantize_skip=quantize_skip))
+                                                quantize_skip=quantize_skip, quantize_projection=quantize_projection))
                 attach_quantizers(blocks[-1], bits)  # its convs (shortcut included) run at the block's bit width
                 in_ch = out_ch
         self.blocks = nn.ModuleList(blocks)
@@ -425,14 +429,15 @@ def resnet(num_classes: int, resolution: Sequence[int] = OFA_RESOLUTIONS, depth:
            stage_widths: Sequence[int] = OFA_STAGE_WIDTHS, base_depth: Sequence[int] = OFA_BASE_DEPTH,
            stem_stride: int = 2, stem_pool: bool = True, stage_strides: Sequence[int] = OFA_STAGE_STRIDES,
            channel_divisor: int = 8, dropout_rate: float = 0.0, quantize_skip: bool = False,
-           quantize_stem: bool = False) -> ElasticResNet:
+           quantize_projection: bool = False, quantize_stem: bool = False) -> ElasticResNet:
     """Elastic ResNet; the defaults are OFA's ResNet50 space (``ofa_resnet50``). ``quantize_skip``: the
     identity shortcuts of 8-bit blocks add their input on conv1's grid (``quantized_skip``);
+    ``quantize_projection``: the projection shortcuts of 8-bit blocks pool it from that grid;
     ``quantize_stem``: the stem's three convs run at 8 bits whenever the first block is quantized
-    (``ResNetSpace.stem_bits``), as int8 deployments quantize the first layers. Both off by default
+    (``ResNetSpace.stem_bits``), as int8 deployments quantize the first layers. All off by default
     so that supernets trained before keep computing what they learned."""
     return ElasticResNet(num_classes, resolution=resolution, depth=depth, expand=expand, width=width, bits=bits,
                          in_chans=in_chans, stem_width=stem_width, stage_widths=stage_widths, base_depth=base_depth,
                          stem_stride=stem_stride, stem_pool=stem_pool, stage_strides=stage_strides,
                          channel_divisor=channel_divisor, dropout_rate=dropout_rate, quantize_skip=quantize_skip,
-                         quantize_stem=quantize_stem)
+                         quantize_projection=quantize_projection, quantize_stem=quantize_stem)
