@@ -175,7 +175,7 @@ def test_a_stem_max_pool_runs_on_the_integers_of_the_next_quantizer(tmp_path, mo
 def test_residual_sums_between_8_bit_resnet_blocks_run_on_integers(quantize_skip, quantize_projection, tmp_path):
     """With ``quantize_skip`` (conf/model/resnet.yaml) an 8-bit block adds its input on conv1's grid,
     so every sum that the next block reads only through its 8-bit quantizers is an integer QLinearAdd
-    in the deployed graph; with ``quantize_projection`` too (the conf's default) a projection block
+    in the deployed graph; with ``quantize_projection`` too (opt-in: docs/quantization.md) a projection block
     pools its input from that grid as well, so every sum between blocks is integer and the pools are
     QLinearAveragePool. A supernet trained without them (older checkpoints) keeps float sums and
     pools, as it computes."""
