@@ -130,8 +130,58 @@ def deployed_onnx(static: nn.Module, x: torch.Tensor, device: str = "cpu") -> by
 
 
 def _write_onnx(static: nn.Module, x: torch.Tensor, path: Path) -> None:
-    model = onnx_model(static, x)
+    model = explicit_zero_points(onnx_model(static, x))
     atomic_write(path, lambda f: f.write(model.SerializeToString()))
+
+
+_ZERO_POINT = "int8_zero_point_"  # the prefix of the zero-point constants explicit_zero_points adds
+
+
+def explicit_zero_points(model: onnx.ModelProto) -> onnx.ModelProto:
+    """``model`` (changed in place) with the zero point (0) of every int8 QuantizeLinear ->
+    DequantizeLinear pair written out, as ``model.onnx`` is saved. The exporter gives the pairs none
+    (``output_dtype: int8`` instead), and onnxruntime's QDQ fusions then assume a uint8 zero point:
+    an int8 pool between two pairs became a QLinearAveragePool of int8 and uint8 that failed to load
+    (the ResNet's ``quantize_projection``), and its int8 convs stayed float. The same numbers, and
+    TensorRT's form (zero point 0). The graph passes here match pairs without one:
+    ``implicit_zero_points`` undoes it."""
+    graph = model.graph
+    consumers = _consumers(graph)
+    shapes = {t.name: tuple(t.dims) for t in graph.initializer}
+    names: dict[tuple, str] = {}
+
+    def zero_point(scale: str) -> str:
+        shape = shapes.get(scale, ())
+        if shape not in names:
+            names[shape] = f"{_ZERO_POINT}{len(names)}"
+            graph.initializer.append(onnx.numpy_helper.from_array(np.zeros(shape, np.int8), names[shape]))
+        return names[shape]
+
+    for q in graph.node:
+        dtype = next((a for a in q.attribute if a.name == "output_dtype"), None)
+        if q.op_type != "QuantizeLinear" or dtype is None or dtype.i != onnx.TensorProto.INT8 or len(q.input) > 2:
+            continue
+        q.attribute.remove(dtype)  # the zero point's type sets the output type
+        for node in [q, *(n for n in consumers.get(q.output[0], []) if n.op_type == "DequantizeLinear")]:
+            if len(node.input) == 2:
+                node.input.append(zero_point(node.input[1]))
+    return model
+
+
+def implicit_zero_points(model: onnx.ModelProto) -> onnx.ModelProto:
+    """``model`` (changed in place) with the zero points ``explicit_zero_points`` wrote taken out again
+    (``output_dtype: int8`` back on the quantizers): the form the graph passes here match."""
+    graph = model.graph
+    zeros = {t.name for t in graph.initializer if t.name.startswith(_ZERO_POINT)}
+    for node in graph.node:
+        if node.op_type in ("QuantizeLinear", "DequantizeLinear") and len(node.input) == 3 and node.input[2] in zeros:
+            del node.input[2]
+            if node.op_type == "QuantizeLinear":
+                node.attribute.append(onnx.helper.make_attribute("output_dtype", onnx.TensorProto.INT8))
+    kept = [t for t in graph.initializer if t.name not in zeros]
+    del graph.initializer[:]
+    graph.initializer.extend(kept)
+    return model
 
 
 # Ops between a conv and the quantizer of the next layer through which that quantizer's grid also
@@ -401,7 +451,7 @@ def uint8_qdq(model: onnx.ModelProto, uint8_weights: bool = False) -> onnx.Model
     MobileNetV3 and a ResNet ~2x slower and the linears of a ViT-Ti too, measured). ``model.onnx``
     keeps int8 (TensorRT takes zero point 0 only).
     """
-    model = integer_sums(copy.deepcopy(model))
+    model = integer_sums(implicit_zero_points(copy.deepcopy(model)))  # model.onnx as saved, or onnx_model's
     graph = model.graph
     consumers = _consumers(graph)
     shapes = {t.name: list(t.dims) for t in graph.initializer}

@@ -89,7 +89,10 @@ def test_quantized_blocks_export_as_quantize_dequantize_pairs(quantized):
     model = onnx.load(out / "model.onnx")
     assert model.opset_import[0].version == 21
     nodes = model.graph.node
-    widths = {n.output[0]: next(a.i for a in n.attribute if a.name == "output_dtype")
+    zero_points = {t.name: t.data_type for t in model.graph.initializer}
+    # the integer type: an int8 pair's zero point (written out, explicit_zero_points), else output_dtype
+    widths = {n.output[0]: zero_points[n.input[2]] if len(n.input) > 2 else
+              next(a.i for a in n.attribute if a.name == "output_dtype")
               for n in nodes if n.op_type == "QuantizeLinear"}
     # per quantized linear layer (4 per block) one pair on its input and one on its weight; block 0 at
     # 8 bits, 1 at 4, 2 float (3 idle). 8-bit weights are stored as their int8 integers (a quarter of

@@ -24,7 +24,7 @@ import supernet.export as export_mod
 from hw_profiles.timing import openvino_compiled, openvino_layer_precisions
 from supernet import create_supernet_from_config
 from supernet.bn import recalibrate_bn
-from supernet.export import save_subnet, uint8_qdq
+from supernet.export import implicit_zero_points, save_subnet, uint8_qdq
 from supernet.layers import QuantConv2d, QuantLinear
 from supernet.layers.squeeze_excite import SqueezeExcite
 from supernet.models.resnet import Bottleneck, Projection
@@ -139,6 +139,20 @@ def test_openvino_runs_every_8_bit_layer_on_integers_and_computes_the_fake_quant
         return t.square().mean().sqrt().item()
 
     assert rms(logits - fake_quantized) <= rms(fake_quantized - floating)
+
+
+def test_model_onnx_as_saved_gives_its_int8_pairs_a_zero_point_and_runs_integer_convs(exported, tmp_path):
+    """``model.onnx`` writes each int8 pair's zero point out (``explicit_zero_points``): without it
+    onnxruntime's fusions assumed uint8 ones, ran every conv of the file as written in float and
+    failed to load the ResNet with ``quantize_projection`` (QLinearAveragePool of int8 and uint8)."""
+    family, _, path, _, _, _ = exported
+    model = onnx.load(path)
+    quantizers = [n for n in model.graph.node if n.op_type == "QuantizeLinear"]
+    assert quantizers and all(len(q.input) == 3 for q in quantizers)
+    _, ops = optimized_session(model, tmp_path / "as_saved.onnx")
+    if family != "vit":
+        assert ops.count("QLinearConv") > 0
+    assert uint8_qdq(onnx.load(path)).SerializeToString() == uint8_qdq(implicit_zero_points(model)).SerializeToString()
 
 
 def saved_8_bit_resnet(tmp_path, **options):
