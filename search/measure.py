@@ -62,16 +62,16 @@ def sample_archs(space, n: int, seed: int) -> list[dict]:
 def for_backend(module, shape: tuple[int, ...], profile: HardwareProfile):
     """``module`` as the profile's backend runs it: the module itself for torch; for onnxruntime its
     serialized ONNX export (``supernet.export.deployed_onnx``: 8-bit blocks as integer kernels, as a
-    user deploys them, not PyTorch's fake quantization); for openvino ``model.onnx`` as saved (its
-    int8 QuantizeLinear / DequantizeLinear pairs, which OpenVINO runs as int8 kernels by itself).
+    user deploys them, not PyTorch's fake quantization); for openvino ``model.onnx`` as saved
+    (``saved_onnx``: int8 QuantizeLinear / DequantizeLinear pairs, which OpenVINO runs as int8 kernels).
     ``shape``: one input's, without the batch."""
     if profile.backend == "torch":
         return module
-    from supernet.export import deployed_onnx, onnx_model  # onnx: not needed on a device that times torch
+    from supernet.export import deployed_onnx, saved_onnx  # onnx: not needed on a device that times torch
 
     x = torch.randn(2, *shape)
     if profile.backend == "openvino":
-        return onnx_model(module.eval(), x).SerializeToString()
+        return saved_onnx(module.eval(), x).SerializeToString()
     return deployed_onnx(module.eval(), x, profile.device)
 
 

@@ -24,6 +24,7 @@ import os
 import shutil
 import tempfile
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -129,9 +130,31 @@ def deployed_onnx(static: nn.Module, x: torch.Tensor, device: str = "cpu") -> by
     return (uint8_qdq(model, uint8_weights=not cpu_has_vnni()) if device == "cpu" else model).SerializeToString()
 
 
+def saved_onnx(static: nn.Module, x: torch.Tensor) -> onnx.ModelProto:
+    """The graph ``save_subnet`` writes as ``model.onnx``: ``onnx_model``'s, with its int8 pairs'
+    zero points written out (``explicit_zero_points``)."""
+    return explicit_zero_points(onnx_model(static, x))
+
+
 def _write_onnx(static: nn.Module, x: torch.Tensor, path: Path) -> None:
-    model = explicit_zero_points(onnx_model(static, x))
+    model = saved_onnx(static, x)
     atomic_write(path, lambda f: f.write(model.SerializeToString()))
+
+
+def _constant_per_shape(graph, prefix: str, value: int, dtype) -> Callable[[str], str]:
+    """A function from a scale's name to the name of a constant ``value`` of ``dtype`` shaped as that
+    scale (a zero point), added to ``graph`` once per shape."""
+    shapes = {t.name: tuple(t.dims) for t in graph.initializer}
+    names: dict[tuple, str] = {}
+
+    def constant(scale: str) -> str:
+        shape = shapes.get(scale, ())
+        if shape not in names:
+            names[shape] = f"{prefix}{len(names)}"
+            graph.initializer.append(onnx.numpy_helper.from_array(np.full(shape, value, dtype), names[shape]))
+        return names[shape]
+
+    return constant
 
 
 _ZERO_POINT = "int8_zero_point_"  # the prefix of the zero-point constants explicit_zero_points adds
@@ -147,16 +170,7 @@ def explicit_zero_points(model: onnx.ModelProto) -> onnx.ModelProto:
     ``implicit_zero_points`` undoes it."""
     graph = model.graph
     consumers = _consumers(graph)
-    shapes = {t.name: tuple(t.dims) for t in graph.initializer}
-    names: dict[tuple, str] = {}
-
-    def zero_point(scale: str) -> str:
-        shape = shapes.get(scale, ())
-        if shape not in names:
-            names[shape] = f"{_ZERO_POINT}{len(names)}"
-            graph.initializer.append(onnx.numpy_helper.from_array(np.zeros(shape, np.int8), names[shape]))
-        return names[shape]
-
+    zero_point = _constant_per_shape(graph, _ZERO_POINT, 0, np.int8)
     for q in graph.node:
         dtype = next((a for a in q.attribute if a.name == "output_dtype"), None)
         if q.op_type != "QuantizeLinear" or dtype is None or dtype.i != onnx.TensorProto.INT8 or len(q.input) > 2:
@@ -454,15 +468,7 @@ def uint8_qdq(model: onnx.ModelProto, uint8_weights: bool = False) -> onnx.Model
     model = integer_sums(implicit_zero_points(copy.deepcopy(model)))  # model.onnx as saved, or onnx_model's
     graph = model.graph
     consumers = _consumers(graph)
-    shapes = {t.name: list(t.dims) for t in graph.initializer}
-    zero_points: dict[tuple, str] = {}
-
-    def zero_point(scale: str) -> str:
-        shape = tuple(shapes.get(scale, ()))
-        if shape not in zero_points:
-            zero_points[shape] = f"uint8_zero_point_{len(zero_points)}"
-            graph.initializer.append(onnx.numpy_helper.from_array(np.full(shape, 128, np.uint8), zero_points[shape]))
-        return zero_points[shape]
+    zero_point = _constant_per_shape(graph, "uint8_zero_point_", 128, np.uint8)
 
     retyped = set()
     for q in graph.node:
