@@ -7,7 +7,8 @@ renamed into place, so a reader never sees a half-written subnet.
 
 ``model.onnx`` is opset 21: a quantized block's fake quantization becomes QuantizeLinear /
 DequantizeLinear pairs, int8 at 8 bits and int4 at 4 bits (opset 21 added int4), other widths an
-int8 pair with a Clip of the integers to the width's range. onnxruntime fuses the int8 pairs
+int8 pair with a Clip of the integers to the width's range; an unsigned input grid (a model's
+``unsigned_after_relu``) uint8 / uint4 pairs the same way. onnxruntime fuses the int8 pairs
 around matrix products into integer kernels; int4 pairs run as dequantize + float kernels on CPU.
 8-bit convolutions are rewritten for integer kernels (``integer_convs``): batch norm folded into
 their int8 weights and an int32 bias, and their output requantized onto the grid of the quantizer
@@ -71,21 +72,25 @@ ONNX_OPSET = 21  # the first with int4 QuantizeLinear / DequantizeLinear
 
 
 def _qdq(x, scale, quant_min: int, quant_max: int, axis: int = 1):
-    """``DequantizeLinear(QuantizeLinear(x))``: int4 for the 4-bit range, else int8, whose integers
-    are clipped to the range when it is narrower (2, 3, 5, 6, 7 bits; onnxruntime clips no int4)."""
-    int8 = ir.DataType.INT8
-    if not -128 <= quant_min < quant_max <= 127:
+    """``DequantizeLinear(QuantizeLinear(x))``: int4 / uint4 for the 4-bit ranges, else int8 / uint8
+    (an unsigned grid: ``quant_min`` 0), whose integers are clipped to the range when it is narrower
+    (2, 3, 5, 6, 7 bits; onnxruntime clips no int4)."""
+    if quant_min == 0 < quant_max <= 255:
+        byte, nibble = ir.DataType.UINT8, ir.DataType.UINT4
+    elif -128 <= quant_min < quant_max <= 127:
+        byte, nibble = ir.DataType.INT8, ir.DataType.INT4
+    else:
         raise NotImplementedError(f"no ONNX integer type holds the quantization range [{quant_min}, {quant_max}]")
-    dtype = ir.DataType.INT4 if (quant_min, quant_max) == (-8, 7) else int8
+    dtype = nibble if (quant_min, quant_max) in ((-8, 7), (0, 15)) else byte
     q = op.QuantizeLinear(x, scale, axis=axis, output_dtype=dtype)
-    if dtype == int8 and (quant_min, quant_max) != (-128, 127):
-        q = op.Clip(q, op.Constant(value=ir.tensor(quant_min, dtype=int8)),
-                    op.Constant(value=ir.tensor(quant_max, dtype=int8)))
+    if dtype == byte and (quant_min, quant_max) not in ((-128, 127), (0, 255)):
+        q = op.Clip(q, op.Constant(value=ir.tensor(quant_min, dtype=byte)),
+                    op.Constant(value=ir.tensor(quant_max, dtype=byte)))
     return op.DequantizeLinear(q, scale, axis=axis)
 
 
 def _onnx_fake_quantize_per_tensor(self, scale, zero_point, quant_min: int, quant_max: int):
-    return _qdq(self, scale, quant_min, quant_max)  # zero point: always 0 (symmetric) in this package
+    return _qdq(self, scale, quant_min, quant_max)  # zero point: always 0 in this package
 
 
 def _onnx_fake_quantize_per_channel(self, scale, zero_point, axis: int, quant_min: int, quant_max: int):
@@ -157,24 +162,28 @@ def _constant_per_shape(graph, prefix: str, value: int, dtype) -> Callable[[str]
     return constant
 
 
-_ZERO_POINT = "int8_zero_point_"  # the prefix of the zero-point constants explicit_zero_points adds
+# The prefixes of the zero-point constants (0) explicit_zero_points adds, per integer type.
+_ZERO_POINTS = {onnx.TensorProto.INT8: ("int8_zero_point_", np.int8),
+                onnx.TensorProto.UINT8: ("unsigned_zero_point_", np.uint8)}
 
 
 def explicit_zero_points(model: onnx.ModelProto) -> onnx.ModelProto:
-    """``model`` (changed in place) with the zero point (0) of every int8 QuantizeLinear ->
-    DequantizeLinear pair written out, as ``model.onnx`` is saved. The exporter gives the pairs none
-    (``output_dtype: int8`` instead), and onnxruntime's QDQ fusions then assume a uint8 zero point:
-    an int8 pool between two pairs became a QLinearAveragePool of int8 and uint8 that failed to load
-    (the ResNet's ``quantize_projection``), and its int8 convs stayed float. The same numbers, and
-    TensorRT's form (zero point 0). The graph passes here match pairs without one:
-    ``implicit_zero_points`` undoes it."""
+    """``model`` (changed in place) with the zero point (0) of every int8 (and uint8: an unsigned
+    grid) QuantizeLinear -> DequantizeLinear pair written out, as ``model.onnx`` is saved. The
+    exporter gives the pairs none (``output_dtype: int8`` instead), and onnxruntime's QDQ fusions
+    then assume a uint8 zero point: an int8 pool between two pairs became a QLinearAveragePool of
+    int8 and uint8 that failed to load (the ResNet's ``quantize_projection``), and its int8 convs
+    stayed float. The same numbers, and TensorRT's form for int8 (zero point 0). The graph passes
+    here match pairs without one: ``implicit_zero_points`` undoes it."""
     graph = model.graph
     consumers = _consumers(graph)
-    zero_point = _constant_per_shape(graph, _ZERO_POINT, 0, np.int8)
+    zero_points = {dtype: _constant_per_shape(graph, prefix, 0, np_type)
+                   for dtype, (prefix, np_type) in _ZERO_POINTS.items()}
     for q in graph.node:
         dtype = next((a for a in q.attribute if a.name == "output_dtype"), None)
-        if q.op_type != "QuantizeLinear" or dtype is None or dtype.i != onnx.TensorProto.INT8 or len(q.input) > 2:
+        if q.op_type != "QuantizeLinear" or dtype is None or dtype.i not in zero_points or len(q.input) > 2:
             continue
+        zero_point = zero_points[dtype.i]
         q.attribute.remove(dtype)  # the zero point's type sets the output type
         for node in [q, *(n for n in consumers.get(q.output[0], []) if n.op_type == "DequantizeLinear")]:
             if len(node.input) == 2:
@@ -184,19 +193,23 @@ def explicit_zero_points(model: onnx.ModelProto) -> onnx.ModelProto:
 
 def implicit_zero_points(model: onnx.ModelProto) -> onnx.ModelProto:
     """``model`` (changed in place) with the zero points ``explicit_zero_points`` wrote taken out again
-    (``output_dtype: int8`` back on the quantizers): the form the graph passes here match."""
+    (``output_dtype`` back on the quantizers): the form the graph passes here match."""
     graph = model.graph
-    zeros = {t.name for t in graph.initializer if t.name.startswith(_ZERO_POINT)}
+    zeros = {t.name: dtype for t in graph.initializer for dtype, (prefix, _) in _ZERO_POINTS.items()
+             if t.name.startswith(prefix)}
     for node in graph.node:
         if node.op_type in ("QuantizeLinear", "DequantizeLinear") and len(node.input) == 3 and node.input[2] in zeros:
+            dtype = zeros[node.input[2]]
             del node.input[2]
             if node.op_type == "QuantizeLinear":
-                node.attribute.append(onnx.helper.make_attribute("output_dtype", onnx.TensorProto.INT8))
+                node.attribute.append(onnx.helper.make_attribute("output_dtype", dtype))
     kept = [t for t in graph.initializer if t.name not in zeros]
     del graph.initializer[:]
     graph.initializer.extend(kept)
     return model
 
+
+_SIGNED, _BYTES = (onnx.TensorProto.INT8,), (onnx.TensorProto.INT8, onnx.TensorProto.UINT8)  # 8-bit grids
 
 # Ops between a conv and the quantizer of the next layer through which that quantizer's grid also
 # fits the conv's output: they keep magnitudes (ReLU and hard-swish are the identity on large
@@ -215,8 +228,10 @@ def integer_convs(model: onnx.ModelProto) -> onnx.ModelProto:
     same integers at scale ``s_w * |a|``, so this is exact) and into a bias, rounded to int32 at the
     accumulator's scale ``s_x * s_w`` (an error far below a step of the output); the conv's output
     is requantized onto ``s`` itself. After a ReLU, which commutes with rounding on a symmetric
-    grid, the result is the fake-quantized one exactly; after hard-swish or a residual sum it is
-    within one step of ``s`` (the extra rounding before them). A conv whose output reaches no 8-bit
+    grid (and on an unsigned grid is its clipping at 0), the result is the fake-quantized one
+    exactly; after hard-swish or a residual sum it is within one step of ``s`` (the extra rounding
+    before them; a sum that reaches an unsigned grid gets the signed grid of its range, step ``2 s``,
+    as the conv's own output has a sign). A conv whose output reaches no 8-bit
     quantizer through such ops (a squeeze-excitation block's depthwise conv, whose output the gate
     shrinks; the last block before the float head) is requantized onto a grid its batch norm's
     statistics give, as no quantizer of the model fits it and ``save_subnet`` has no data to
@@ -231,26 +246,27 @@ def integer_convs(model: onnx.ModelProto) -> onnx.ModelProto:
     def const(name: str) -> np.ndarray | None:
         return onnx.numpy_helper.to_array(inits[name]) if name in inits else None
 
-    def int8_pair(dq) -> tuple[str, np.ndarray] | None:
-        """(input of the QuantizeLinear, scale) of an unclipped int8 pair ending in ``dq``."""
+    def int8_pair(dq, types=_BYTES) -> tuple[str, np.ndarray] | None:
+        """(input of the QuantizeLinear, scale) of an unclipped 8-bit pair (of ``types``) ending in ``dq``."""
         q = producer.get(dq.input[0]) if dq is not None and dq.op_type == "DequantizeLinear" else None
-        dtype = q is not None and _output_dtype(q)
-        if q is None or q.op_type != "QuantizeLinear" or dtype != onnx.TensorProto.INT8 or len(q.input) > 2:
+        if q is None or q.op_type != "QuantizeLinear" or _output_dtype(q) not in types or len(q.input) > 2:
             return None
         scale = const(q.input[1])
         return None if scale is None else (q.input[0], scale.astype(np.float32))
 
-    def next_scale(name: str) -> str | None:
-        """The scale of the first 8-bit input quantizer that ``name`` reaches through grid-keeping ops."""
-        frontier = [name]
+    def next_grid(name: str) -> tuple[str, int, bool] | None:
+        """The scale and integer type of the first 8-bit input quantizer that ``name`` reaches through
+        grid-keeping ops, and whether only ReLUs lie between."""
+        frontier = [(name, True)]
         for _ in range(3):
-            users = [u for n in frontier for u in consumers.get(n, [])]
-            for q in users:
+            users = [(u, relus) for n, relus in frontier for u in consumers.get(n, [])]
+            for q, relus in users:
                 pairs = consumers.get(q.output[0], [])
                 if q.op_type == "QuantizeLinear" and pairs and all(int8_pair(dq) for dq in pairs) and \
                         const(q.input[1]) is not None and const(q.input[1]).ndim == 0:
-                    return q.input[1]
-            frontier = [u.output[0] for u in users if u.op_type in _GRID_KEEPING_OPS]
+                    return q.input[1], _output_dtype(q), relus
+            frontier = [(u.output[0], relus and u.op_type == "Relu") for u, relus in users
+                        if u.op_type in _GRID_KEEPING_OPS]
         return None
 
     def add(name: str, array: np.ndarray) -> str:
@@ -260,7 +276,7 @@ def integer_convs(model: onnx.ModelProto) -> onnx.ModelProto:
     rewritten: dict[int, list] = {}  # id(conv) -> the nodes that replace it
     dropped: set[int] = set()
     for conv in [n for n in graph.node if n.op_type == "Conv"]:
-        x_pair, w_pair = (int8_pair(producer.get(name)) for name in conv.input[:2])
+        x_pair, w_pair = int8_pair(producer.get(conv.input[0])), int8_pair(producer.get(conv.input[1]), _SIGNED)
         weight = w_pair and const(w_pair[0])
         if x_pair is None or weight is None or x_pair[1].ndim != 0:
             continue
@@ -289,7 +305,14 @@ def integer_convs(model: onnx.ModelProto) -> onnx.ModelProto:
         w_int = add(f"{prefix}.weight_int8", integers.astype(np.int8))
         w_s = add(f"{prefix}.weight_scale", w_scale.astype(np.float32))
         nodes = [onnx.helper.make_node("DequantizeLinear", [w_int, w_s], [f"{prefix}.weight"], axis=0)]
-        scale = next_scale(out)
+        grid, dtype = next_grid(out), onnx.TensorProto.INT8
+        scale = grid and grid[0]
+        if grid and grid[1] == onnx.TensorProto.UINT8 and grid[2]:
+            dtype = grid[1]  # through ReLUs only: the unsigned grid clips what the ReLU would zero
+        elif grid and grid[1] == onnx.TensorProto.UINT8:
+            # an unsigned grid reached through a residual sum: the conv's own output has a sign, so
+            # it goes on the signed grid of the same range (twice the step) until the sum
+            scale = add(f"{prefix}.output_scale", 2 * const(scale).astype(np.float32))
         if scale is None and bn is not None:
             # No quantizer downstream, but a batch norm: on the training data its output has mean
             # beta and standard deviation |gamma| per channel, so that the grid reaching 6 of them
@@ -310,7 +333,7 @@ def integer_convs(model: onnx.ModelProto) -> onnx.ModelProto:
         nodes.append(new_conv)
         if scale is not None:
             nodes += [onnx.helper.make_node("QuantizeLinear", [conv_out, scale], [f"{prefix}.requantized"],
-                                            output_dtype=onnx.TensorProto.INT8),
+                                            output_dtype=dtype),
                       onnx.helper.make_node("DequantizeLinear", [f"{prefix}.requantized", scale], [out])]
         rewritten[id(conv)] = nodes
     kept = [n for node in graph.node if id(node) not in dropped for n in rewritten.get(id(node), [node])]
@@ -319,13 +342,14 @@ def integer_convs(model: onnx.ModelProto) -> onnx.ModelProto:
 
 
 def integer_sums(model: onnx.ModelProto) -> onnx.ModelProto:
-    """``model`` (changed in place) with a residual sum of two int8 grids (a requantized conv output
+    """``model`` (changed in place) with a residual sum of two 8-bit grids (a requantized conv output
     and a skip read through a quantizer, ``quantize_skip``) rounded onto the grid of the 8-bit
     quantizer it reaches, directly or through ReLU: ``QuantizeLinear -> DequantizeLinear`` after the
-    Add, which onnxruntime then runs as QLinearAdd (and ``uint8_qdq`` the ReLU as an integer Max).
-    Exact: every reader rounds the sum onto that grid anyway, and ReLU commutes with the symmetric
-    rounding. A sum with any other reader (a float layer, a 4-bit block, a projection's pool that
-    reads the float sum: without ``quantize_projection``) stays float. Part of ``uint8_qdq`` only: an
+    Add, which onnxruntime then runs as QLinearAdd (and ``uint8_qdq`` the ReLU as an integer Max, or
+    as nothing on an unsigned grid). Exact: every reader rounds the sum onto that grid anyway, and
+    ReLU commutes with the symmetric rounding (an unsigned grid's rounding includes it). A sum with
+    any other reader (a float layer, a 4-bit block, a projection's pool that reads the float sum:
+    without ``quantize_projection``) stays float. Part of ``uint8_qdq`` only: an
     int8 sum feeding an int8 quantizer made onnxruntime 1.32 fail to load the graph (a MobileNetV3
     with quantized skips: its fusions built a QLinearAdd of int8 and uint8 inputs), so ``model.onnx``
     keeps the float Add."""
@@ -337,23 +361,23 @@ def integer_sums(model: onnx.ModelProto) -> onnx.ModelProto:
     def on_int8_grid(name: str) -> bool:
         dq = producer.get(name)
         q = dq is not None and dq.op_type == "DequantizeLinear" and producer.get(dq.input[0])
-        return bool(q) and q.op_type == "QuantizeLinear" and q.input[0] not in inits and \
-            _output_dtype(q) == onnx.TensorProto.INT8
+        return bool(q) and q.op_type == "QuantizeLinear" and q.input[0] not in inits and _output_dtype(q) in _BYTES
 
-    def reached_scale(name: str) -> str | None:
-        """The scale of the one unclipped 8-bit per-tensor quantizer every reader of ``name`` is."""
+    def reached_grid(name: str) -> tuple[str, int] | None:
+        """The scale and integer type of the one unclipped 8-bit per-tensor quantizer every reader of
+        ``name`` is."""
         readers = consumers.get(name, [])
         if not readers or any(
                 q.op_type != "QuantizeLinear" or len(q.input) != 2 or q.input[1] not in inits or
-                _output_dtype(q) != onnx.TensorProto.INT8 or
+                _output_dtype(q) not in _BYTES or
                 any(dq.op_type != "DequantizeLinear" for dq in consumers.get(q.output[0], []))
                 for q in readers):
             return None
-        scales = {q.input[1] for q in readers}
-        if len(scales) != 1:
+        grids = {(q.input[1], _output_dtype(q)) for q in readers}
+        if len(grids) != 1:
             return None
-        scale = scales.pop()
-        return scale if not inits[scale].dims else None
+        grid = grids.pop()
+        return grid if not inits[grid[0]].dims else None
 
     inserted: dict[int, list] = {}
     for add in [n for n in graph.node if n.op_type == "Add"]:
@@ -361,14 +385,15 @@ def integer_sums(model: onnx.ModelProto) -> onnx.ModelProto:
             continue
         readers = consumers.get(add.output[0], [])
         relu = readers[0] if len(readers) == 1 and readers[0].op_type == "Relu" else None
-        scale = reached_scale(relu.output[0] if relu else add.output[0])
-        if scale is None:
+        grid = reached_grid(relu.output[0] if relu else add.output[0])
+        if grid is None:
             continue
+        scale, dtype = grid
         total = add.output[0]
         add.output[0] = f"{total}.unrounded"
         inserted[id(add)] = [add,
                              onnx.helper.make_node("QuantizeLinear", [add.output[0], scale], [f"{total}.int8"],
-                                                   output_dtype=onnx.TensorProto.INT8),
+                                                   output_dtype=dtype),
                              onnx.helper.make_node("DequantizeLinear", [f"{total}.int8", scale], [total])]
     if inserted:
         _replace_nodes(graph, [n for node in graph.node for n in inserted.get(id(node), [node])])
@@ -454,7 +479,8 @@ def _quiet_loggers(*names: str):
 
 def uint8_qdq(model: onnx.ModelProto, uint8_weights: bool = False) -> onnx.ModelProto:
     """A copy of ``model`` whose int8 QuantizeLinear -> DequantizeLinear pairs are uint8 with zero
-    point 128: the same numbers, for onnxruntime on x86 CPUs. There it leaves int8 activations in
+    point 128 (uint8 pairs of unsigned grids keep zero point 0): the same numbers, for onnxruntime
+    on x86 CPUs. There it leaves int8 activations in
     float (onnxruntime 1.32, also with VNNI); with uint8 ones it fuses each pair-fed matrix product
     and conv into an integer kernel (MatMulIntegerToFloat / QLinearMatMul / QLinearConv), and
     ``DQ -> Relu -> Q`` on one grid becomes an integer ``Max``; residual sums of two grids that reach
@@ -463,25 +489,28 @@ def uint8_qdq(model: onnx.ModelProto, uint8_weights: bool = False) -> onnx.Model
     onnxruntime's default and fast kernel, exact on VNNI CPUs, while without VNNI its int16 pair
     sums may saturate (onnxruntime's advice: u8 x u8 there, which on a VNNI CPU made the convs of a
     MobileNetV3 and a ResNet ~2x slower and the linears of a ViT-Ti too, measured). ``model.onnx``
-    keeps int8 (TensorRT takes zero point 0 only).
+    keeps int8 (TensorRT takes zero point 0 only, and no unsigned grid).
     """
     model = integer_sums(implicit_zero_points(copy.deepcopy(model)))  # model.onnx as saved, or onnx_model's
     graph = model.graph
     consumers = _consumers(graph)
     zero_point = _constant_per_shape(graph, "uint8_zero_point_", 128, np.uint8)
+    unsigned_zero = _constant_per_shape(graph, _ZERO_POINTS[onnx.TensorProto.UINT8][0], 0, np.uint8)
 
-    retyped = set()
+    retyped, unsigned = set(), set()
     for q in graph.node:
         dtype = next((a for a in q.attribute if a.name == "output_dtype"), None)
         pairs = consumers.get(q.output[0], [])
-        if q.op_type != "QuantizeLinear" or dtype is None or dtype.i != onnx.TensorProto.INT8 or \
+        if q.op_type != "QuantizeLinear" or dtype is None or dtype.i not in _BYTES or \
                 not pairs or any(n.op_type != "DequantizeLinear" for n in pairs):
             continue
-        q.attribute.remove(dtype)  # the zero point's type sets the output type
+        # the zero point's type sets the output type: int8 grids become uint8 ones around 128,
+        # unsigned grids keep theirs (0)
+        q.attribute.remove(dtype)
         for node in [q, *pairs]:
             del node.input[2:]
-            node.input.append(zero_point(node.input[1]))
-        retyped.add(q.output[0])
+            node.input.append((zero_point if dtype.i == onnx.TensorProto.INT8 else unsigned_zero)(node.input[1]))
+        (retyped if dtype.i == onnx.TensorProto.INT8 else unsigned).add(q.output[0])
     inits = {t.name: t for t in graph.initializer}
     for dq in [n for n in graph.node if n.op_type == "DequantizeLinear" and n.input[0] in inits]:
         weight = inits[dq.input[0]]  # a layer's int8 weight (integer_convs, int8_weights), one per layer
@@ -493,7 +522,7 @@ def uint8_qdq(model: onnx.ModelProto, uint8_weights: bool = False) -> onnx.Model
     kept = [v for v in graph.value_info if v.name not in retyped]  # recorded as int8: let onnxruntime infer
     del graph.value_info[:]
     graph.value_info.extend(kept)
-    _integer_max_pools(model, retyped)
+    _integer_max_pools(model, retyped | unsigned)
     _integer_relus(graph)
     return model
 
@@ -534,30 +563,51 @@ def _integer_max_pools(model: onnx.ModelProto, uint8_quantizers: set[str]) -> No
 
 
 def _integer_relus(graph) -> None:
-    """``DequantizeLinear -> Relu -> QuantizeLinear`` on one grid (a requantized conv output, ReLU,
-    the next layer's quantizer) becomes ``Max(q, zero point)``: the same integers, without a round
-    trip through float that costs as much as the integer conv before it."""
+    """``DequantizeLinear -> Relu`` (a requantized conv output or sum, then ReLU) becomes
+    ``Max(q, zero point) -> DequantizeLinear``: the same numbers, as ReLU keeps a grid's values on
+    it, without a round trip through float that costs as much as the integer conv before it; on an
+    unsigned grid (zero point 0 of uint8) the ReLU is the identity and goes. A reader that is a
+    quantizer of that same grid reads the integers directly; any other reader (a residual sum: the
+    ResNet stem's) reads them dequantized, which onnxruntime fuses into its integer kernel
+    (QLinearAdd)."""
     producer = {out: node for node in graph.node for out in node.output}
+    inits = {t.name: t for t in graph.initializer}
     consumers = _consumers(graph)
-    dropped, renamed = set(), {}
+
+    def unsigned_zero(name: str) -> bool:
+        t = inits.get(name)
+        return t is not None and t.data_type == onnx.TensorProto.UINT8 and not onnx.numpy_helper.to_array(t).any()
+
+    moved, dropped, renamed = {}, set(), {}
     for relu in [n for n in graph.node if n.op_type == "Relu"]:
         dq = producer.get(relu.input[0])
-        qs = consumers.get(relu.output[0], [])
-        if dq is None or dq.op_type != "DequantizeLinear" or len(dq.input) < 3 or \
-                len(consumers[dq.output[0]]) != 1 or not qs or \
-                any(q.op_type != "QuantizeLinear" or q.input[1:] != dq.input[1:] for q in qs):
+        if dq is None or dq.op_type != "DequantizeLinear" or len(dq.input) < 3 or len(consumers[dq.output[0]]) != 1:
             continue
-        relu.op_type, relu.input[:] = "Max", [dq.input[0], dq.input[2]]
-        dropped.add(id(dq))
-        for q in qs:
+        readers = consumers.get(relu.output[0], [])
+        same_grid = [q for q in readers if q.op_type == "QuantizeLinear" and q.input[1:] == dq.input[1:]]
+        floats = len(readers) > len(same_grid)
+        if unsigned_zero(dq.input[2]):  # the identity
+            integers = dq.input[0]
+            dropped.add(id(relu))
+            renamed[relu.output[0]] = dq.output[0]
+        else:
+            relu.op_type, relu.input[:] = "Max", [dq.input[0], dq.input[2]]
+            integers = relu.output[0]
+            if floats:  # Max -> DequantizeLinear -> the float readers, under the ReLU's output name
+                integers = f"{relu.output[0]}.integer"
+                dq.input[0], dq.output[0], relu.output[0] = integers, relu.output[0], integers
+                moved[id(dq)], moved[id(relu)] = [], [relu, dq]
+        if not floats:
+            dropped.add(id(dq))
+        for q in same_grid:
             dropped.add(id(q))
-            renamed[q.output[0]] = relu.output[0]
-    kept = [n for n in graph.node if id(n) not in dropped]
+            renamed[q.output[0]] = integers
+    kept = [n for node in graph.node if id(node) not in dropped for n in moved.get(id(node), [node])]
     for node in kept:
         node.input[:] = [renamed.get(name, name) for name in node.input]
     del graph.node[:]
     graph.node.extend(kept)
-    retyped = set(renamed.values())  # float before, uint8 now
+    retyped = {n.output[0] for n in kept if n.op_type == "Max"}  # float before, uint8 now
     kept_info = [v for v in graph.value_info if v.name not in retyped]
     del graph.value_info[:]
     graph.value_info.extend(kept_info)

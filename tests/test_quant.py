@@ -1,8 +1,10 @@
 """Elastic bit widths: FakeQuantize exact at 32 bits and within a derived bound at 8, one input scale
-per width, the ``bits`` dimension in every family, bad widths rejected."""
+per width, the ``bits`` dimension in every family, bad widths rejected, unsigned grids."""
 import math
 
 import numpy as np
+import onnx
+import onnxruntime as ort
 import pytest
 import torch
 from conftest import model_config
@@ -10,6 +12,7 @@ from torch import nn
 
 from supernet import ArchError, create_supernet_from_config
 from supernet.errors import ConfigError
+from supernet.export import onnx_model
 from supernet.layers import (
     ElasticConv2d,
     ElasticDepthwiseConv2d,
@@ -229,3 +232,33 @@ def test_other_widths_than_4_and_8_export_exactly():
     with torch.no_grad():
         assert torch.equal(net.export(arch)(x), expected)
     assert np.isfinite(expected.numpy()).all()
+
+
+def test_an_unsigned_input_grid_clips_at_zero_with_twice_the_levels_and_exports_exactly(tmp_path):
+    """``signed=False`` (``unsigned_after_relu``): inputs rounded to ``[0, 2^b - 1] * scale``, the
+    static layer keeps the grid, and ONNX holds it as uint4 / uint8 pairs (a Clip of the uint8
+    integers for other widths) that onnxruntime computes as PyTorch does."""
+    layer = ElasticConv2d(8, 16, 3, padding=1)
+    attach_quantizers(layer, (3, 4, 8, 32), signed=False)
+    x = torch.linspace(-200, 200, 1601)
+    for bits in (3, 4, 8):
+        layer.quant.set_active(bits)
+        set_input_scale(layer.quant, bits, 0.5)
+        q = layer.quant.quantize_input(x)
+        assert torch.equal(q / 0.5, (q / 0.5).round())
+        assert q.min() == 0 and q.max() == (2 ** bits - 1) * 0.5
+    images = torch.randn(2, 8, 6, 6).relu()
+    for bits, dtype in ((3, onnx.TensorProto.UINT8), (4, onnx.TensorProto.UINT4), (8, onnx.TensorProto.UINT8)):
+        layer.eval().quant.set_active(bits)
+        static = layer.to_static()
+        assert isinstance(static, QuantConv2d) and not static.signed
+        with torch.no_grad():
+            expected = layer(images)
+            assert torch.equal(static(images), expected)
+        model = onnx_model(static, images)
+        types = [next(a.i for a in n.attribute if a.name == "output_dtype") for n in model.graph.node
+                 if n.op_type == "QuantizeLinear" and n.input[0] == "input"]
+        assert types == [dtype]
+        session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+        torch.testing.assert_close(torch.from_numpy(session.run(None, {"input": images.numpy()})[0]), expected,
+                                   atol=1e-4, rtol=0)

@@ -192,7 +192,8 @@ def test_residual_sums_between_8_bit_resnet_blocks_run_on_integers(quantize_skip
     in the deployed graph; with ``quantize_projection`` too (opt-in: docs/quantization.md) a projection block
     pools its input from that grid as well, so every sum between blocks is integer and the pools are
     QLinearAveragePool. A supernet trained without them (older checkpoints) keeps float sums and
-    pools, as it computes."""
+    pools, as it computes. The stem's residual sum, of two 8-bit convs' ReLU outputs (``quantize_stem``)
+    that only the stem's last 8-bit conv reads, is integer whatever the blocks' options."""
     net, arch, _, path = saved_8_bit_resnet(tmp_path, quantize_skip=quantize_skip,
                                             quantize_projection=quantize_projection)
     _, ops = optimized_session(uint8_qdq(onnx.load(path)), tmp_path / "optimized.onnx")
@@ -202,8 +203,34 @@ def test_residual_sums_between_8_bit_resnet_blocks_run_on_integers(quantize_skip
     pools = sum(isinstance(b.downsample, Projection) and isinstance(b.downsample.pool, nn.AvgPool2d)
                 for b in blocks)
     assert identity > 0 and projections > 0 and pools > 0
-    assert ops.count("QLinearAdd") == quantize_skip * identity + quantize_projection * projections
+    stem_sum = net.space.stem_bits(arch) == 8 and net.space.stem_residual(arch)
+    assert ops.count("QLinearAdd") == quantize_skip * identity + quantize_projection * projections + stem_sum
     assert ops.count("QLinearAveragePool") == quantize_projection * pools
+
+
+def test_unsigned_grids_after_relu_leave_no_relu_op_between_8_bit_resnet_blocks(tmp_path):
+    """``unsigned_after_relu`` (conf/model/resnet.yaml): every 8-bit conv input but the image follows
+    a ReLU and is rounded to an unsigned grid (0..255), so the deployed graph runs the ReLUs as the
+    clipping of its uint8 requantizations: no integer ``Max`` but the stem branch's (its ReLU feeds a
+    sum, on a signed grid) where the symmetric grids need one per ReLU. ``model.onnx`` as saved
+    (uint8 pairs beside the int8 ones) loads in onnxruntime, and both graphs compute the
+    fake-quantized subnet."""
+    maxes = {}
+    for unsigned in (False, True):
+        net, arch, x, path = saved_8_bit_resnet(tmp_path / str(unsigned), unsigned_after_relu=unsigned)
+        convs = [m for m in net.export(arch).modules() if isinstance(m, QuantConv2d)]
+        assert [m.signed for m in convs] == [True] + [not unsigned] * (len(convs) - 1)  # the first reads the image
+        session, ops = optimized_session(uint8_qdq(onnx.load(path)), tmp_path / "optimized.onnx")
+        assert ops.count("QLinearConv") == len(convs)
+        maxes[unsigned] = ops.count("Max")
+        with torch.no_grad():
+            fake_quantized, floating = net.export(arch)(x), net.export(bits_arch(net, 32))(x)
+        saved, _ = optimized_session(onnx.load(path), tmp_path / "saved.onnx")
+        for graph in (session, saved):  # as near as the test of whole networks above asks
+            logits = torch.from_numpy(graph.run(None, {"input": x.numpy()})[0])
+            assert (logits - fake_quantized).square().mean() <= (fake_quantized - floating).square().mean()
+    relus = 3 * len(net.space.active_blocks(arch)) + 3  # three in each block and in the stem
+    assert maxes == {False: relus - 1, True: 1}  # signed: all but the last block's (a float sum the head reads)
 
 
 def test_a_quantized_stem_follows_the_first_block_and_runs_on_integers(tmp_path):
@@ -240,12 +267,13 @@ def int8_logits(path, x, tmp_path) -> torch.Tensor:
     return torch.from_numpy(session.run(None, {"input": x.numpy()})[0])
 
 
-def quantized_stack(activation: nn.Module, depthwise: bool) -> nn.Sequential:
-    """8-bit conv -> batch norm (negative scales among its gammas) -> activation -> 8-bit conv."""
+def quantized_stack(activation: nn.Module, depthwise: bool, signed: bool = True) -> nn.Sequential:
+    """8-bit conv -> batch norm (negative scales among its gammas) -> activation -> 8-bit conv
+    (whose input grid is unsigned with ``signed=False``)."""
     torch.manual_seed(0)
     first = QuantConv2d(8, 8 if depthwise else 16, 3, padding=1, groups=8 if depthwise else 1, bias=False, bits=8)
     bn = nn.BatchNorm2d(first.out_channels)
-    second = QuantConv2d(first.out_channels, 4, 1, bits=8)
+    second = QuantConv2d(first.out_channels, 4, 1, bits=8, signed=signed)
     with torch.no_grad():
         bn.weight.uniform_(-2, 2), bn.bias.normal_(), bn.running_mean.normal_(), bn.running_var.uniform_(0.5, 2)
         first.set_scales(torch.tensor(0.03))
@@ -254,15 +282,20 @@ def quantized_stack(activation: nn.Module, depthwise: bool) -> nn.Sequential:
 
 
 @pytest.mark.parametrize("depthwise", [False, True])
-@pytest.mark.parametrize("activation", [nn.ReLU(), nn.Hardswish()], ids=["relu", "hardswish"])
-def test_a_requantized_conv_is_exact_through_relu_and_within_a_step_through_hardswish(activation, depthwise,
+@pytest.mark.parametrize("activation,signed", [(nn.ReLU(), True), (nn.ReLU(), False), (nn.Hardswish(), True)],
+                         ids=["relu", "relu-unsigned", "hardswish"])
+def test_a_requantized_conv_is_exact_through_relu_and_within_a_step_through_hardswish(activation, signed, depthwise,
                                                                                    tmp_path):
-    stack = quantized_stack(activation, depthwise)
+    """An unsigned input grid after the ReLU (``unsigned_after_relu``): the ReLU is the grid's own
+    clipping, so the deployed graph has no op for it (on a signed grid: an integer ``Max``)."""
+    stack = quantized_stack(activation, depthwise, signed)
     x = torch.randn(4, 8, 6, 6)
     export_mod._write_onnx(stack, x, tmp_path / "stack.onnx")
     exact_here = uint8_qdq(onnx.load(tmp_path / "stack.onnx"), uint8_weights=not export_mod.cpu_has_vnni())
     session, ops = optimized_session(exact_here, tmp_path / "optimized.onnx")
     assert ops.count("QLinearConv") == 1  # the first; the second's output reaches no quantizer
+    if isinstance(activation, nn.ReLU):
+        assert ops.count("Max") == signed and "Relu" not in ops
     (y,) = session.run(None, {"input": x.numpy()})
     with torch.no_grad():
         expected = stack(x)

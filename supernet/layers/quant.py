@@ -4,7 +4,10 @@ A block runs at one of its ``bits`` choices; 32 is float. Below 32 every elastic
 convolution of the block rounds its input (per tensor) and its weight (per output channel) to a
 symmetric signed grid ``[-2^(b-1), 2^(b-1) - 1] * scale`` (zero point 0) and computes in float on
 the rounded values, as int8 / int4 hardware would compute exactly (integer products, one scale per
-output). Rounding passes gradients straight through (STE).
+output). Rounding passes gradients straight through (STE). An input that a model knows to be
+non-negative (it follows a ReLU) may use the unsigned grid ``[0, 2^b - 1] * scale`` instead
+(``signed=False``): twice the resolution over the same range, and in an integer runtime the ReLU
+before it is the grid's own clipping (no op).
 
 The float weights are shared by every width. Weight scales are observed: each forward maps a
 channel's largest magnitude to the top level, a function of the weights and the width alone.
@@ -44,8 +47,10 @@ def check_bits_choices(choices: Sequence[int]) -> tuple[int, ...]:
     return tuple(sorted({int(b) for b in choices}))
 
 
-def quant_range(bits: int) -> tuple[int, int]:
-    """The signed integer grid of ``bits``: ``(-2^(b-1), 2^(b-1) - 1)``."""
+def quant_range(bits: int, signed: bool = True) -> tuple[int, int]:
+    """The integer grid of ``bits``: ``(-2^(b-1), 2^(b-1) - 1)``, or ``(0, 2^b - 1)`` unsigned."""
+    if not signed:
+        return 0, 2 ** bits - 1
     half = 2 ** (bits - 1)
     return -half, half - 1
 
@@ -79,8 +84,8 @@ def fake_quantize_weight(weight: torch.Tensor, scale: torch.Tensor, bits: int) -
     return torch.fake_quantize_per_channel_affine(weight, scale.float(), zero, 0, qmin, qmax)
 
 
-def fake_quantize_input(x: torch.Tensor, scale: torch.Tensor, bits: int) -> torch.Tensor:
-    qmin, qmax = quant_range(bits)
+def fake_quantize_input(x: torch.Tensor, scale: torch.Tensor, bits: int, signed: bool = True) -> torch.Tensor:
+    qmin, qmax = quant_range(bits, signed)
     return torch.fake_quantize_per_tensor_affine(x, scale, torch.zeros_like(scale, dtype=torch.int32), qmin, qmax)
 
 
@@ -93,15 +98,17 @@ class FakeQuantize(nn.Module):
     A width's scale is initialised from the first batch it sees in training, as LSQ does, but by the
     scale of least squared error rather than LSQ's ``2 mean|x| / sqrt(qmax)`` (at 4 bits that clips a
     Gaussian at 4.2 standard deviations, least squared error near 2.5); under DDP the ranks average
-    it, so that they keep the same parameters.
+    it, so that they keep the same parameters. ``signed=False``: the input's unsigned grid (an input
+    that follows a ReLU).
     """
 
-    def __init__(self, bits_choices: Sequence[int] = DEFAULT_BITS):
+    def __init__(self, bits_choices: Sequence[int] = DEFAULT_BITS, signed: bool = True):
         super().__init__()
         self.bits_choices = check_bits_choices(bits_choices)
         self.widths = [b for b in self.bits_choices if b != FLOAT_BITS]
-        # Before initialisation: the range +-4, which holds a unit-variance activation.
-        init = [math.log(4.0 / quant_range(b)[1]) for b in self.widths]
+        self.signed = signed
+        # Before initialisation: the range +-4 (0..4 unsigned), which holds a unit-variance activation.
+        init = [math.log(4.0 / quant_range(b, signed)[1]) for b in self.widths]
         self.log_input_scale = nn.Parameter(torch.tensor(init, dtype=torch.float32))
         self.register_buffer("initialised", torch.zeros(len(self.widths), dtype=torch.bool))
         self.active_bits = FLOAT_BITS
@@ -124,7 +131,7 @@ class FakeQuantize(nn.Module):
         if not self.quantized:
             return x
         bits = self.active_bits
-        qmin, qmax = quant_range(bits)
+        qmin, qmax = quant_range(bits, self.signed)
         i = self.widths.index(bits)
         if self.training and not self.initialised[i]:
             self._initialise(i, x)
@@ -145,8 +152,8 @@ class FakeQuantize(nn.Module):
         x = x.detach().float()
         bits = self.active_bits
         amax = x.abs().amax().clamp_min(_EPS)
-        candidates = amax * torch.linspace(0.05, 1.0, 20, device=x.device) / quant_range(bits)[1]
-        errors = torch.stack([(fake_quantize_input(x, s, bits) - x).square().mean() for s in candidates])
+        candidates = amax * torch.linspace(0.05, 1.0, 20, device=x.device) / quant_range(bits, self.signed)[1]
+        errors = torch.stack([(fake_quantize_input(x, s, bits, self.signed) - x).square().mean() for s in candidates])
         log_scale = candidates[errors.argmin()].log()
         if dist.is_available() and dist.is_initialized():
             dist.all_reduce(log_scale)
@@ -155,7 +162,8 @@ class FakeQuantize(nn.Module):
         self.initialised[i] = True
 
     def extra_repr(self) -> str:
-        return f"bits_choices={list(self.bits_choices)}, active_bits={self.active_bits}"
+        return f"bits_choices={list(self.bits_choices)}, active_bits={self.active_bits}" + \
+            ("" if self.signed else ", signed=False")
 
 
 class Quantizable:
@@ -179,7 +187,8 @@ class Quantizable:
         """The class of this layer's static copy: ``float_class`` at 32 bits, else its quantized version."""
         if self.bits == FLOAT_BITS:
             return float_class
-        return partial({nn.Linear: QuantLinear, nn.Conv2d: QuantConv2d}[float_class], bits=self.bits)
+        return partial({nn.Linear: QuantLinear, nn.Conv2d: QuantConv2d}[float_class], bits=self.bits,
+                       signed=self.quant.signed)
 
     def freeze_scales(self, static: nn.Module) -> nn.Module:
         """Fixes the scales of a quantized static copy (its weights already copied in)."""
@@ -204,17 +213,18 @@ def quantized_skip(first_layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
     if getattr(first_layer, "bits", FLOAT_BITS) != SKIP_BITS:
         return x
     if isinstance(first_layer, QuantizedLayer):
-        return fake_quantize_input(x, first_layer.input_scale, SKIP_BITS)
+        return fake_quantize_input(x, first_layer.input_scale, SKIP_BITS, first_layer.signed)
     return first_layer.quantize_input(x)
 
 
-def attach_quantizers(module: nn.Module, bits_choices: Sequence[int]) -> None:
+def attach_quantizers(module: nn.Module, bits_choices: Sequence[int], signed: bool = True) -> None:
     """Gives every elastic linear and convolution inside ``module`` (a block) a ``FakeQuantize``;
-    none with float-only choices, so float supernets keep their parameters and state dicts."""
+    none with float-only choices, so float supernets keep their parameters and state dicts.
+    ``signed=False``: their inputs are non-negative (each follows a ReLU), on unsigned grids."""
     if tuple(bits_choices) == (FLOAT_BITS,):
         return
     for layer in [m for m in module.modules() if isinstance(m, Quantizable)]:
-        layer.quant = FakeQuantize(bits_choices)
+        layer.quant = FakeQuantize(bits_choices, signed)
 
 
 def set_bits(module: nn.Module, bits: int) -> None:
@@ -227,8 +237,8 @@ def set_bits(module: nn.Module, bits: int) -> None:
 class QuantizedLayer:
     """Mixin of the static quantized layers: ``bits``, and the fixed scales as buffers (float32)."""
 
-    def _init_scales(self, bits: int, out_channels: int, device) -> None:
-        self.bits = bits
+    def _init_scales(self, bits: int, signed: bool, out_channels: int, device) -> None:
+        self.bits, self.signed = bits, signed
         self.register_buffer("input_scale", torch.ones((), device=device))
         self.register_buffer("weight_scale", torch.ones(out_channels, device=device))
 
@@ -241,29 +251,30 @@ class QuantizedLayer:
         return fake_quantize_weight(self.weight, self.weight_scale, self.bits)
 
     def extra_repr(self) -> str:
-        return super().extra_repr() + f", bits={self.bits}"
+        return super().extra_repr() + f", bits={self.bits}" + ("" if self.signed else ", signed=False")
 
 
 class QuantLinear(QuantizedLayer, nn.Linear):
     """A static ``nn.Linear`` whose input and weight are fake-quantized to ``bits`` with fixed scales."""
 
-    def __init__(self, in_features: int, out_features: int, bias: bool = True, *, bits: int, device=None,
-                 dtype=None):
+    def __init__(self, in_features: int, out_features: int, bias: bool = True, *, bits: int, signed: bool = True,
+                 device=None, dtype=None):
         super().__init__(in_features, out_features, bias=bias, device=device, dtype=dtype)
-        self._init_scales(bits, out_features, device)
+        self._init_scales(bits, signed, out_features, device)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.linear(fake_quantize_input(x, self.input_scale, self.bits), self.quantized_weight(), self.bias)
+        x = fake_quantize_input(x, self.input_scale, self.bits, self.signed)
+        return F.linear(x, self.quantized_weight(), self.bias)
 
 
 class QuantConv2d(QuantizedLayer, nn.Conv2d):
     """A static ``nn.Conv2d`` whose input and weight are fake-quantized to ``bits`` with fixed scales."""
 
-    def __init__(self, in_channels: int, out_channels: int, kernel_size, *args, bits: int, device=None,
-                 dtype=None, **kwargs):
+    def __init__(self, in_channels: int, out_channels: int, kernel_size, *args, bits: int, signed: bool = True,
+                 device=None, dtype=None, **kwargs):
         super().__init__(in_channels, out_channels, kernel_size, *args, device=device, dtype=dtype, **kwargs)
-        self._init_scales(bits, out_channels, device)
+        self._init_scales(bits, signed, out_channels, device)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self._conv_forward(fake_quantize_input(x, self.input_scale, self.bits), self.quantized_weight(),
-                                  self.bias)
+        x = fake_quantize_input(x, self.input_scale, self.bits, self.signed)
+        return self._conv_forward(x, self.quantized_weight(), self.bias)

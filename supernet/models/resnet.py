@@ -293,7 +293,7 @@ class ElasticResNet(Supernet):
                  base_depth: Sequence[int] = OFA_BASE_DEPTH, stem_stride: int = 2, stem_pool: bool = True,
                  stage_strides: Sequence[int] = OFA_STAGE_STRIDES, channel_divisor: int = 8,
                  dropout_rate: float = 0.0, quantize_skip: bool = False, quantize_projection: bool = False,
-                 quantize_stem: bool = False):
+                 quantize_stem: bool = False, unsigned_after_relu: bool = False):
         super().__init__()
         bits = check_bits_choices(bits)
         self.config = dict(name="resnet", num_classes=num_classes, resolution=list(resolution), depth=list(depth),
@@ -302,7 +302,8 @@ class ElasticResNet(Supernet):
                            base_depth=list(base_depth), stem_stride=stem_stride, stem_pool=stem_pool,
                            stage_strides=list(stage_strides), channel_divisor=channel_divisor,
                            dropout_rate=dropout_rate, quantize_skip=quantize_skip,
-                           quantize_projection=quantize_projection, quantize_stem=quantize_stem)
+                           quantize_projection=quantize_projection, quantize_stem=quantize_stem,
+                           unsigned_after_relu=unsigned_after_relu)
         self.space = space = ResNetSpace(
             resolution=resolution, depth=depth, expand=expand, width=width, bits=bits, stem_width=stem_width,
             stage_widths=stage_widths, base_depth=base_depth, stem_stride=stem_stride, stem_pool=stem_pool,
@@ -316,8 +317,13 @@ class ElasticResNet(Supernet):
             residual=ElasticResidual(ElasticConvNormAct(mid, mid, 3, act_layer=RELU)),
             conv2=ElasticConvNormAct(mid, out, 3, act_layer=RELU),
             pool=nn.MaxPool2d(3, 2, 1) if stem_pool else nn.Identity()))
+        # Every conv input but the image follows a ReLU (a block's input is the last block's or the
+        # stem's ReLU output, pooled or not), so that with ``unsigned_after_relu`` all are unsigned.
+        signed = not unsigned_after_relu
         if space.quantize_stem:
-            attach_quantizers(self.stem, (STEM_BITS, FLOAT_BITS))
+            attach_quantizers(self.stem.conv1, (STEM_BITS, FLOAT_BITS))
+            attach_quantizers(self.stem.residual, (STEM_BITS, FLOAT_BITS), signed)
+            attach_quantizers(self.stem.conv2, (STEM_BITS, FLOAT_BITS), signed)
         blocks, in_ch = [], out
         for stage, (n, stride) in enumerate(zip(space.stage_blocks, stage_strides, strict=True)):
             out_ch = space.stage_channels(stage, w)
@@ -325,7 +331,7 @@ class ElasticResNet(Supernet):
             for i in range(n):
                 blocks.append(ElasticBottleneck(in_ch, out_ch, hidden, stride if i == 0 else 1, projection=i == 0,
                                                 quantize_skip=quantize_skip, quantize_projection=quantize_projection))
-                attach_quantizers(blocks[-1], bits)  # its convs (shortcut included) run at the block's bit width
+                attach_quantizers(blocks[-1], bits, signed)  # its convs (shortcut included) at the block's bits
                 in_ch = out_ch
         self.blocks = nn.ModuleList(blocks)
         self.head_drop = nn.Dropout(dropout_rate)
@@ -429,15 +435,20 @@ def resnet(num_classes: int, resolution: Sequence[int] = OFA_RESOLUTIONS, depth:
            stage_widths: Sequence[int] = OFA_STAGE_WIDTHS, base_depth: Sequence[int] = OFA_BASE_DEPTH,
            stem_stride: int = 2, stem_pool: bool = True, stage_strides: Sequence[int] = OFA_STAGE_STRIDES,
            channel_divisor: int = 8, dropout_rate: float = 0.0, quantize_skip: bool = False,
-           quantize_projection: bool = False, quantize_stem: bool = False) -> ElasticResNet:
+           quantize_projection: bool = False, quantize_stem: bool = False,
+           unsigned_after_relu: bool = False) -> ElasticResNet:
     """Elastic ResNet; the defaults are OFA's ResNet50 space (``ofa_resnet50``). ``quantize_skip``: the
     identity shortcuts of 8-bit blocks add their input on conv1's grid (``quantized_skip``);
     ``quantize_projection``: the projection shortcuts of 8-bit blocks pool it from that grid;
     ``quantize_stem``: the stem's three convs run at 8 bits whenever the first block is quantized
-    (``ResNetSpace.stem_bits``), as int8 deployments quantize the first layers. All off by default
-    so that supernets trained before keep computing what they learned."""
+    (``ResNetSpace.stem_bits``), as int8 deployments quantize the first layers;
+    ``unsigned_after_relu``: every quantized conv input but the image (each follows a ReLU) is
+    rounded to an unsigned grid, so that an integer runtime needs no op for the ReLUs (not for
+    TensorRT, whose int8 is signed only). All off by default so that supernets trained before keep
+    computing what they learned."""
     return ElasticResNet(num_classes, resolution=resolution, depth=depth, expand=expand, width=width, bits=bits,
                          in_chans=in_chans, stem_width=stem_width, stage_widths=stage_widths, base_depth=base_depth,
                          stem_stride=stem_stride, stem_pool=stem_pool, stage_strides=stage_strides,
                          channel_divisor=channel_divisor, dropout_rate=dropout_rate, quantize_skip=quantize_skip,
-                         quantize_projection=quantize_projection, quantize_stem=quantize_stem)
+                         quantize_projection=quantize_projection, quantize_stem=quantize_stem,
+                         unsigned_after_relu=unsigned_after_relu)
