@@ -63,7 +63,7 @@ def for_backend(module, shape: tuple[int, ...], profile: HardwareProfile):
     """``module`` as the profile's backend runs it: the module itself for torch; for onnxruntime its
     serialized ONNX export (``supernet.export.deployed_onnx``: 8-bit blocks as integer kernels, as a
     user deploys them, not PyTorch's fake quantization); for openvino ``model.onnx`` as saved
-    (``saved_onnx``: int8 QuantizeLinear / DequantizeLinear pairs, which OpenVINO runs as int8 kernels).
+    (``saved_onnx``: 8-bit QuantizeLinear / DequantizeLinear pairs, which OpenVINO runs as int8 kernels).
     ``shape``: one input's, without the batch."""
     if profile.backend == "torch":
         return module

@@ -136,7 +136,7 @@ def deployed_onnx(static: nn.Module, x: torch.Tensor, device: str = "cpu") -> by
 
 
 def saved_onnx(static: nn.Module, x: torch.Tensor) -> onnx.ModelProto:
-    """The graph ``save_subnet`` writes as ``model.onnx``: ``onnx_model``'s, with its int8 pairs'
+    """The graph ``save_subnet`` writes as ``model.onnx``: ``onnx_model``'s, with its 8-bit pairs'
     zero points written out (``explicit_zero_points``)."""
     return explicit_zero_points(onnx_model(static, x))
 
@@ -220,7 +220,7 @@ _GRID_KEEPING_OPS = ("Relu", "HardSwish", "Add")
 
 def integer_convs(model: onnx.ModelProto) -> onnx.ModelProto:
     """``model`` (changed in place) with every 8-bit convolution in the form onnxruntime runs as an
-    integer kernel (QLinearConv: int8 input and weight, int32 bias, a QuantizeLinear on its output).
+    integer kernel (QLinearConv: 8-bit input, int8 weight, int32 bias, a QuantizeLinear on its output).
 
     The fake-quantized conv computes ``bn(conv(Q(x), Q(W)))``, then an activation, and its value
     is next rounded by the input quantizer of the layer it flows into (scale ``s``, learned in QAT).
@@ -246,7 +246,7 @@ def integer_convs(model: onnx.ModelProto) -> onnx.ModelProto:
     def const(name: str) -> np.ndarray | None:
         return onnx.numpy_helper.to_array(inits[name]) if name in inits else None
 
-    def int8_pair(dq, types=_BYTES) -> tuple[str, np.ndarray] | None:
+    def byte_pair(dq, types=_BYTES) -> tuple[str, np.ndarray] | None:
         """(input of the QuantizeLinear, scale) of an unclipped 8-bit pair (of ``types``) ending in ``dq``."""
         q = producer.get(dq.input[0]) if dq is not None and dq.op_type == "DequantizeLinear" else None
         if q is None or q.op_type != "QuantizeLinear" or _output_dtype(q) not in types or len(q.input) > 2:
@@ -262,7 +262,7 @@ def integer_convs(model: onnx.ModelProto) -> onnx.ModelProto:
             users = [(u, relus) for n, relus in frontier for u in consumers.get(n, [])]
             for q, relus in users:
                 pairs = consumers.get(q.output[0], [])
-                if q.op_type == "QuantizeLinear" and pairs and all(int8_pair(dq) for dq in pairs) and \
+                if q.op_type == "QuantizeLinear" and pairs and all(byte_pair(dq) for dq in pairs) and \
                         const(q.input[1]) is not None and const(q.input[1]).ndim == 0:
                     return q.input[1], _output_dtype(q), relus
             frontier = [(u.output[0], relus and u.op_type == "Relu") for u, relus in users
@@ -276,7 +276,7 @@ def integer_convs(model: onnx.ModelProto) -> onnx.ModelProto:
     rewritten: dict[int, list] = {}  # id(conv) -> the nodes that replace it
     dropped: set[int] = set()
     for conv in [n for n in graph.node if n.op_type == "Conv"]:
-        x_pair, w_pair = int8_pair(producer.get(conv.input[0])), int8_pair(producer.get(conv.input[1]), _SIGNED)
+        x_pair, w_pair = byte_pair(producer.get(conv.input[0])), byte_pair(producer.get(conv.input[1]), _SIGNED)
         weight = w_pair and const(w_pair[0])
         if x_pair is None or weight is None or x_pair[1].ndim != 0:
             continue
@@ -307,8 +307,9 @@ def integer_convs(model: onnx.ModelProto) -> onnx.ModelProto:
         nodes = [onnx.helper.make_node("DequantizeLinear", [w_int, w_s], [f"{prefix}.weight"], axis=0)]
         grid, dtype = next_grid(out), onnx.TensorProto.INT8
         scale = grid and grid[0]
-        if grid and grid[1] == onnx.TensorProto.UINT8 and grid[2]:
-            dtype = grid[1]  # through ReLUs only: the unsigned grid clips what the ReLU would zero
+        if grid and grid[1] == onnx.TensorProto.UINT8 and grid[2] and \
+                all(u.op_type == "Relu" for u in consumers.get(out, [])):
+            dtype = grid[1]  # read through ReLUs only: the unsigned grid clips what the ReLUs zero
         elif grid and grid[1] == onnx.TensorProto.UINT8:
             # an unsigned grid reached through a residual sum: the conv's own output has a sign, so
             # it goes on the signed grid of the same range (twice the step) until the sum
@@ -349,16 +350,15 @@ def integer_sums(model: onnx.ModelProto) -> onnx.ModelProto:
     as nothing on an unsigned grid). Exact: every reader rounds the sum onto that grid anyway, and
     ReLU commutes with the symmetric rounding (an unsigned grid's rounding includes it). A sum with
     any other reader (a float layer, a 4-bit block, a projection's pool that reads the float sum:
-    without ``quantize_projection``) stays float. Part of ``uint8_qdq`` only: an
-    int8 sum feeding an int8 quantizer made onnxruntime 1.32 fail to load the graph (a MobileNetV3
-    with quantized skips: its fusions built a QLinearAdd of int8 and uint8 inputs), so ``model.onnx``
-    keeps the float Add."""
+    without ``quantize_projection``) stays float. Part of ``uint8_qdq`` only: ``model.onnx`` keeps the
+    float Add, which its readers round the same way (before ``explicit_zero_points``, an int8 sum
+    there made onnxruntime 1.32 build a QLinearAdd of int8 and uint8 inputs and fail to load it)."""
     graph = model.graph
     inits = {t.name: t for t in graph.initializer}
     producer = {out: node for node in graph.node for out in node.output}
     consumers = _consumers(graph)
 
-    def on_int8_grid(name: str) -> bool:
+    def on_8_bit_grid(name: str) -> bool:
         dq = producer.get(name)
         q = dq is not None and dq.op_type == "DequantizeLinear" and producer.get(dq.input[0])
         return bool(q) and q.op_type == "QuantizeLinear" and q.input[0] not in inits and _output_dtype(q) in _BYTES
@@ -381,7 +381,7 @@ def integer_sums(model: onnx.ModelProto) -> onnx.ModelProto:
 
     inserted: dict[int, list] = {}
     for add in [n for n in graph.node if n.op_type == "Add"]:
-        if not all(on_int8_grid(name) for name in add.input):
+        if not all(on_8_bit_grid(name) for name in add.input):
             continue
         readers = consumers.get(add.output[0], [])
         relu = readers[0] if len(readers) == 1 and readers[0].op_type == "Relu" else None
@@ -392,9 +392,9 @@ def integer_sums(model: onnx.ModelProto) -> onnx.ModelProto:
         total = add.output[0]
         add.output[0] = f"{total}.unrounded"
         inserted[id(add)] = [add,
-                             onnx.helper.make_node("QuantizeLinear", [add.output[0], scale], [f"{total}.int8"],
+                             onnx.helper.make_node("QuantizeLinear", [add.output[0], scale], [f"{total}.requantized"],
                                                    output_dtype=dtype),
-                             onnx.helper.make_node("DequantizeLinear", [f"{total}.int8", scale], [total])]
+                             onnx.helper.make_node("DequantizeLinear", [f"{total}.requantized", scale], [total])]
     if inserted:
         _replace_nodes(graph, [n for node in graph.node for n in inserted.get(id(node), [node])])
     return model
@@ -482,14 +482,15 @@ def uint8_qdq(model: onnx.ModelProto, uint8_weights: bool = False) -> onnx.Model
     point 128 (uint8 pairs of unsigned grids keep zero point 0): the same numbers, for onnxruntime
     on x86 CPUs. There it leaves int8 activations in
     float (onnxruntime 1.32, also with VNNI); with uint8 ones it fuses each pair-fed matrix product
-    and conv into an integer kernel (MatMulIntegerToFloat / QLinearMatMul / QLinearConv), and
-    ``DQ -> Relu -> Q`` on one grid becomes an integer ``Max``; residual sums of two grids that reach
-    an 8-bit quantizer are rounded onto its grid (``integer_sums``: QLinearAdd). Weights (int8 constants since
+    and conv into an integer kernel (MatMulIntegerToFloat / QLinearMatMul / QLinearConv), a ReLU
+    after a pair becomes an integer ``Max`` (nothing on an unsigned grid: ``_integer_relus``);
+    residual sums of two grids that reach an 8-bit quantizer are rounded onto its grid
+    (``integer_sums``: QLinearAdd). Weights (int8 constants since
     ``integer_convs`` and ``int8_weights``) turn uint8 only with ``uint8_weights``: u8 x s8 is
     onnxruntime's default and fast kernel, exact on VNNI CPUs, while without VNNI its int16 pair
     sums may saturate (onnxruntime's advice: u8 x u8 there, which on a VNNI CPU made the convs of a
     MobileNetV3 and a ResNet ~2x slower and the linears of a ViT-Ti too, measured). ``model.onnx``
-    keeps int8 (TensorRT takes zero point 0 only, and no unsigned grid).
+    keeps int8 pairs at zero point 0 (TensorRT's only form; it reads no unsigned grid).
     """
     model = integer_sums(implicit_zero_points(copy.deepcopy(model)))  # model.onnx as saved, or onnx_model's
     graph = model.graph
@@ -602,15 +603,19 @@ def _integer_relus(graph) -> None:
         for q in same_grid:
             dropped.add(id(q))
             renamed[q.output[0]] = integers
+    def resolved(name: str) -> str:  # a renamed value may itself be renamed (chained ReLUs)
+        while name in renamed:
+            name = renamed[name]
+        return name
+
     kept = [n for node in graph.node if id(node) not in dropped for n in moved.get(id(node), [node])]
     for node in kept:
-        node.input[:] = [renamed.get(name, name) for name in node.input]
-    del graph.node[:]
-    graph.node.extend(kept)
+        node.input[:] = [resolved(name) for name in node.input]
     retyped = {n.output[0] for n in kept if n.op_type == "Max"}  # float before, uint8 now
     kept_info = [v for v in graph.value_info if v.name not in retyped]
     del graph.value_info[:]
     graph.value_info.extend(kept_info)
+    _replace_nodes(graph, kept)  # and the records of the values no node makes now
 
 
 def save_subnet(net: nn.Module, arch: dict, out_dir: str | os.PathLike, *, metrics: dict | None = None,

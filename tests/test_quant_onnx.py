@@ -25,7 +25,7 @@ from hw_profiles.timing import openvino_compiled, openvino_layer_precisions
 from supernet import create_supernet_from_config
 from supernet.bn import recalibrate_bn
 from supernet.export import implicit_zero_points, save_subnet, uint8_qdq
-from supernet.layers import QuantConv2d, QuantLinear
+from supernet.layers import QuantConv2d, QuantLinear, quantized_skip
 from supernet.layers.squeeze_excite import SqueezeExcite
 from supernet.models.resnet import Bottleneck, Projection
 
@@ -305,6 +305,44 @@ def test_a_requantized_conv_is_exact_through_relu_and_within_a_step_through_hard
     else:
         bound = second.input_scale * second.quantized_weight().abs().sum((1, 2, 3))  # one step per input
         assert ((torch.from_numpy(y) - expected).abs() <= bound.view(1, -1, 1, 1) + 1e-5).all()
+
+
+class UnsignedSum(nn.Module):
+    """``relu(bn(conv(x)) + x) -> conv``, 8-bit on unsigned grids, the skip read on the first conv's
+    grid: a ResNet block's sum with ``unsigned_after_relu`` and ``quantize_skip``."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.first = QuantConv2d(8, 8, 3, padding=1, bits=8, signed=False)
+        self.bn = nn.BatchNorm2d(8)
+        self.second = QuantConv2d(8, 4, 1, bits=8, signed=False)
+        with torch.no_grad():
+            self.bn.weight.uniform_(-2, 2), self.bn.bias.normal_(), self.bn.running_var.uniform_(0.5, 2)
+            self.first.set_scales(torch.tensor(0.02))
+            self.second.set_scales(torch.tensor(0.03))
+
+    def forward(self, x):
+        x = x.relu()
+        return self.second(torch.relu(self.bn(self.first(x)) + quantized_skip(self.first, x)))
+
+
+def test_a_conv_before_a_sum_onto_an_unsigned_grid_is_within_a_step(tmp_path):
+    """The conv's own output has a sign, so until the sum it goes on the signed grid of the unsigned
+    grid's range (step 2 s); the sum (QLinearAdd) then rounds onto the unsigned grid, whose clipping
+    is the ReLU: each integer the next conv reads is within one step of the fake-quantized one."""
+    stack = UnsignedSum().eval()
+    x = torch.randn(4, 8, 6, 6)
+    export_mod._write_onnx(stack, x, tmp_path / "stack.onnx")
+    deployed = uint8_qdq(onnx.load(tmp_path / "stack.onnx"), uint8_weights=not export_mod.cpu_has_vnni())
+    session, ops = optimized_session(deployed, tmp_path / "optimized.onnx")
+    assert ops.count("QLinearConv") == ops.count("QLinearAdd") == 1 and "Max" not in ops and "Relu" not in ops
+    (y,) = session.run(None, {"input": x.numpy()})
+    with torch.no_grad():
+        expected = stack(x)
+    bound = stack.second.input_scale * stack.second.quantized_weight().abs().sum((1, 2, 3))
+    error = (torch.from_numpy(y) - expected).abs()
+    assert (error <= bound.view(1, -1, 1, 1) + 1e-5).all() and error.max() > 0  # a step, and not exact
 
 
 def test_an_onnxruntime_profile_times_the_integer_export_not_fake_quantization(tmp_path):

@@ -207,9 +207,8 @@ def quantized_skip(first_layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
     it to the branch as integers (QLinearAdd) computing what training did; a float skip beside a
     clipped, rounded conv input has no integer form. At 4 bits the stream stays float: its 16
     levels would be the whole network's resolution. Used by the ResNet (``quantize_skip``, and
-    ``quantize_projection`` for the input of a projection's pool); not by
-    the MobileNetV3, whose int8 ``model.onnx`` onnxruntime 1.32 then fails to load
-    (docs/quantization.md)."""
+    ``quantize_projection`` for the input of a projection's pool); not by the MobileNetV3, whose
+    8-bit subnets ran no faster with integer sums in onnxruntime or OpenVINO (docs/quantization.md)."""
     if getattr(first_layer, "bits", FLOAT_BITS) != SKIP_BITS:
         return x
     if isinstance(first_layer, QuantizedLayer):
@@ -237,7 +236,7 @@ def set_bits(module: nn.Module, bits: int) -> None:
 class QuantizedLayer:
     """Mixin of the static quantized layers: ``bits``, and the fixed scales as buffers (float32)."""
 
-    def _init_scales(self, bits: int, signed: bool, out_channels: int, device) -> None:
+    def _init_scales(self, bits: int, out_channels: int, device, *, signed: bool) -> None:
         self.bits, self.signed = bits, signed
         self.register_buffer("input_scale", torch.ones((), device=device))
         self.register_buffer("weight_scale", torch.ones(out_channels, device=device))
@@ -260,7 +259,7 @@ class QuantLinear(QuantizedLayer, nn.Linear):
     def __init__(self, in_features: int, out_features: int, bias: bool = True, *, bits: int, signed: bool = True,
                  device=None, dtype=None):
         super().__init__(in_features, out_features, bias=bias, device=device, dtype=dtype)
-        self._init_scales(bits, signed, out_features, device)
+        self._init_scales(bits, out_features, device, signed=signed)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = fake_quantize_input(x, self.input_scale, self.bits, self.signed)
@@ -273,7 +272,7 @@ class QuantConv2d(QuantizedLayer, nn.Conv2d):
     def __init__(self, in_channels: int, out_channels: int, kernel_size, *args, bits: int, signed: bool = True,
                  device=None, dtype=None, **kwargs):
         super().__init__(in_channels, out_channels, kernel_size, *args, device=device, dtype=dtype, **kwargs)
-        self._init_scales(bits, signed, out_channels, device)
+        self._init_scales(bits, out_channels, device, signed=signed)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = fake_quantize_input(x, self.input_scale, self.bits, self.signed)
