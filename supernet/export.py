@@ -507,11 +507,12 @@ def uint8_qdq(model: onnx.ModelProto, uint8_weights: bool = False) -> onnx.Model
             continue
         # the zero point's type sets the output type: int8 grids become uint8 ones around 128,
         # unsigned grids keep theirs (0)
+        signed = dtype.i == onnx.TensorProto.INT8
         q.attribute.remove(dtype)
         for node in [q, *pairs]:
             del node.input[2:]
-            node.input.append((zero_point if dtype.i == onnx.TensorProto.INT8 else unsigned_zero)(node.input[1]))
-        (retyped if dtype.i == onnx.TensorProto.INT8 else unsigned).add(q.output[0])
+            node.input.append((zero_point if signed else unsigned_zero)(node.input[1]))
+        (retyped if signed else unsigned).add(q.output[0])
     inits = {t.name: t for t in graph.initializer}
     for dq in [n for n in graph.node if n.op_type == "DequantizeLinear" and n.input[0] in inits]:
         weight = inits[dq.input[0]]  # a layer's int8 weight (integer_convs, int8_weights), one per layer
@@ -603,6 +604,7 @@ def _integer_relus(graph) -> None:
         for q in same_grid:
             dropped.add(id(q))
             renamed[q.output[0]] = integers
+
     def resolved(name: str) -> str:  # a renamed value may itself be renamed (chained ReLUs)
         while name in renamed:
             name = renamed[name]
