@@ -99,6 +99,58 @@ def test_every_8_bit_conv_and_matmul_runs_as_an_integer_kernel(exported, tmp_pat
         assert float_convs == float_convs_outside_blocks(family, static) + expansions
 
 
+@pytest.mark.parametrize("exported", ["mobilenetv3"], indirect=True)
+def test_hard_swishes_and_squeeze_excitation_gates_of_8_bit_blocks_run_as_integer_products(exported, tmp_path):
+    """Each hard-swish of an 8-bit block and each squeeze-excitation's product with its gate run as
+    QLinearMul on integers; only the float layers outside the blocks keep a float hard-swish."""
+    _, static, path, _, _, _ = exported
+    blocks = [b for b in static.blocks if any(isinstance(m, QuantConv2d) and m.bits == 8 for m in b.modules())]
+    hard_swishes = sum(isinstance(m, nn.Hardswish) for b in blocks for m in b.modules())
+    gates = sum(isinstance(m, SqueezeExcite) for b in blocks for m in b.modules())
+    deployed = uint8_qdq(onnx.load(path))
+    float_hard_swishes = sum(isinstance(m, nn.Hardswish) for m in static.modules()) - hard_swishes
+    assert [n.op_type for n in deployed.graph.node].count("HardSwish") == float_hard_swishes
+    _, ops = optimized_session(deployed, tmp_path / "optimized.onnx")
+    assert ops.count("QLinearMul") == hard_swishes + gates > 0
+
+
+def hard_swish_between_quantizers(scale: float) -> onnx.ModelProto:
+    """``input -> int8 pair -> HardSwish -> int8 pair -> output`` on one grid, as the exporter writes them."""
+    h = onnx.helper
+    nodes = [h.make_node("QuantizeLinear", ["input", "scale"], ["q"], output_dtype=onnx.TensorProto.INT8),
+             h.make_node("DequantizeLinear", ["q", "scale"], ["x"]),
+             h.make_node("HardSwish", ["x"], ["y"]),
+             h.make_node("QuantizeLinear", ["y", "scale"], ["q2"], output_dtype=onnx.TensorProto.INT8),
+             h.make_node("DequantizeLinear", ["q2", "scale"], ["output"])]
+    graph = h.make_graph(nodes, "hard_swish", [h.make_tensor_value_info("input", onnx.TensorProto.FLOAT, [1, 256])],
+                         [h.make_tensor_value_info("output", onnx.TensorProto.FLOAT, [1, 256])],
+                         [h.make_tensor("scale", onnx.TensorProto.FLOAT, [], [scale])])
+    return h.make_model(graph, opset_imports=[h.make_opsetid("", 21)])
+
+
+@pytest.mark.parametrize("scale", [0.05, 0.07, 0.3, 0.02])
+def test_integer_hard_swish_is_within_a_step_of_torch_on_every_integer_of_the_grid(scale, tmp_path):
+    """Every int8 input: the deployed hard-swish (a product of integers, its gate ``clip(q, -k, k)``
+    on a grid of step 1 / 2k, ``k = round(3 / s)``) against torch's hard-swish rounded onto the grid:
+    within one step, equal where both gates saturate. At 0.02 the grid does not reach 3 (k = 150):
+    the float hard-swish stays, and is torch's exactly."""
+    n = torch.arange(-128, 128, dtype=torch.float32)
+    expected = (nn.functional.hardswish(n * scale) / scale).round().clamp(-128, 127) * scale
+    deployed = uint8_qdq(hard_swish_between_quantizers(scale))
+    session, ops = optimized_session(deployed, tmp_path / "optimized.onnx")
+    (y,) = session.run(None, {"input": (n * scale).view(1, -1).numpy()})
+    error = (torch.from_numpy(y).view(-1) - expected).abs()
+    k = round(3 / scale)
+    if k > 128:
+        assert "HardSwish" in [node.op_type for node in deployed.graph.node] and "QLinearMul" not in ops
+        assert error.max() <= 1e-6
+        return
+    assert ops.count("QLinearMul") == 1 and "HardSigmoid" not in ops
+    assert error.max() <= scale * (1 + 1e-4)
+    saturated = (n * scale >= max(3, k * scale)) | (n * scale <= min(-3, -k * scale))
+    assert error[saturated].max() <= 1e-6 and (error > 1e-6).float().mean() < 0.1
+
+
 def test_integer_graph_computes_the_fake_quantized_subnet(exported, tmp_path):
     """On the graph whose integer kernels are exact on this CPU: u8 x s8 convs with VNNI, u8 x u8
     without (there u8 x s8 pair sums saturate: measured on an AVX2-only AMD EPYC, logits 1.4 off)."""
@@ -278,7 +330,7 @@ def quantized_stack(activation: nn.Module, depthwise: bool, signed: bool = True)
     with torch.no_grad():
         bn.weight.uniform_(-2, 2), bn.bias.normal_(), bn.running_mean.normal_(), bn.running_var.uniform_(0.5, 2)
         first.set_scales(torch.tensor(0.03))
-        second.set_scales(torch.tensor(0.05))
+        second.set_scales(torch.tensor(0.07))  # 3 / s not an integer (hard-swish's gate)
     return nn.Sequential(first, bn, activation, second).eval()
 
 
@@ -297,6 +349,8 @@ def test_a_requantized_conv_is_exact_through_relu_and_within_a_step_through_hard
     assert ops.count("QLinearConv") == 1  # the first; the second's output reaches no quantizer
     if isinstance(activation, nn.ReLU):
         assert ops.count("Max") == signed and "Relu" not in ops
+    else:
+        assert ops.count("QLinearMul") == 1 and "HardSigmoid" not in ops
     (y,) = session.run(None, {"input": x.numpy()})
     with torch.no_grad():
         expected = stack(x)
