@@ -100,9 +100,10 @@ def test_every_8_bit_conv_and_matmul_runs_as_an_integer_kernel(exported, tmp_pat
 
 
 @pytest.mark.parametrize("exported", ["mobilenetv3"], indirect=True)
-def test_hard_swishes_and_squeeze_excitation_gates_of_8_bit_blocks_run_as_integer_products(exported, tmp_path):
+def test_hard_swishes_and_squeeze_excitations_of_8_bit_blocks_run_on_integers(exported, tmp_path):
     """Each hard-swish of an 8-bit block and each squeeze-excitation's product with its gate run as
-    QLinearMul on integers; only the float layers outside the blocks keep a float hard-swish."""
+    QLinearMul on integers, its pool as QLinearGlobalAveragePool; only the float layers outside the
+    blocks keep a float hard-swish."""
     _, static, path, _, _, _ = exported
     blocks = [b for b in static.blocks if any(isinstance(m, QuantConv2d) and m.bits == 8 for m in b.modules())]
     hard_swishes = sum(isinstance(m, nn.Hardswish) for b in blocks for m in b.modules())
@@ -112,6 +113,7 @@ def test_hard_swishes_and_squeeze_excitation_gates_of_8_bit_blocks_run_as_intege
     assert [n.op_type for n in deployed.graph.node].count("HardSwish") == float_hard_swishes
     _, ops = optimized_session(deployed, tmp_path / "optimized.onnx")
     assert ops.count("QLinearMul") == hard_swishes + gates > 0
+    assert ops.count("QLinearGlobalAveragePool") == gates
 
 
 def hard_swish_between_quantizers(scale: float) -> onnx.ModelProto:
