@@ -37,13 +37,13 @@ def bits_arch(net, bits: int) -> dict:
     return {**arch, "bits": [bits] * len(arch["bits"])}
 
 
-@pytest.fixture(scope="module", params=["mobilenetv3", "resnet", "vit"])
-def exported(request, tmp_path_factory):
-    """The family's digits-sized supernet (random weights) with every block at 8 bits: input scales
-    set by a training batch, batch norms recalibrated for the 8-bit subnet (as evaluation does),
-    exported; with the fake-quantized and the float subnet's logits on test images."""
+def export_8_bit(family: str, out_dir, **options) -> tuple:
+    """The family's digits-sized supernet (random weights; ``options`` over its conf/model file) with
+    every block at 8 bits: input scales set by a training batch, batch norms recalibrated for the
+    8-bit subnet (as evaluation does), exported; with the fake-quantized and the float subnet's
+    logits on test images."""
     torch.manual_seed(0)
-    net = create_supernet_from_config(model_config(request.param), num_classes=10)
+    net = create_supernet_from_config({**model_config(family), **options}, num_classes=10)
     arch = bits_arch(net, 8)
     res = arch["resolution"]
     images = [torch.randn(32, 1, res, res) for _ in range(3)]
@@ -55,8 +55,13 @@ def exported(request, tmp_path_factory):
     with torch.no_grad():
         fake_quantized = static(images[2])
         floating = net.export(bits_arch(net, 32))(images[2])
-    out = save_subnet(net, arch, tmp_path_factory.mktemp(request.param) / "s8")
-    return request.param, static, out / "model.onnx", images[2], fake_quantized, floating
+    out = save_subnet(net, arch, out_dir / "s8")
+    return family, static, out / "model.onnx", images[2], fake_quantized, floating
+
+
+@pytest.fixture(scope="module", params=["mobilenetv3", "resnet", "vit"])
+def exported(request, tmp_path_factory):
+    return export_8_bit(request.param, tmp_path_factory.mktemp(request.param))
 
 
 def optimized_session(model: onnx.ModelProto, path) -> tuple[ort.InferenceSession, list[str]]:
@@ -286,6 +291,44 @@ def test_unsigned_grids_after_relu_leave_no_relu_op_between_8_bit_resnet_blocks(
             assert (logits - fake_quantized).square().mean() <= (fake_quantized - floating).square().mean()
     relus = sum(isinstance(m, nn.ReLU) for m in net.export(arch).modules())  # three per block, three in the stem
     assert maxes == {False: relus - 1, True: 1}  # signed: all but the last block's (a float sum the head reads)
+
+
+def smallest_conv_inputs(static: nn.Module, x: torch.Tensor) -> dict:
+    """Each quantized conv of ``static`` -> the smallest value of its input on ``x``."""
+    smallest = {}
+
+    def record(module, args, output):  # returns None: the output stays
+        smallest[module] = args[0].min().item()
+
+    hooks = [m.register_forward_hook(record) for m in static.modules() if isinstance(m, QuantConv2d)]
+    with torch.no_grad():
+        static(x)
+    for hook in hooks:
+        hook.remove()
+    return smallest
+
+
+def test_unsigned_grids_after_relu_leave_no_relu_op_in_a_mobilenetv3_but_before_a_float_pool(tmp_path):
+    """MobileNetV3's ``unsigned_after_relu`` (conf/model/mobilenetv3.yaml): the 8-bit conv inputs
+    that are non-negative (after a ReLU, or a ReLU's output times a gate) are on unsigned grids, the
+    others signed; the deployed graph then needs an integer ``Max`` only for a ReLU whose output
+    reaches no conv directly (a ReLU-stage squeeze-excitation's input, pooled in float), against
+    one per ReLU with signed grids; and it computes the fake-quantized subnet."""
+    maxes = {}
+    for unsigned in (False, True):
+        _, static, path, x, fake_quantized, floating = export_8_bit("mobilenetv3", tmp_path / str(unsigned),
+                                                                    unsigned_after_relu=unsigned)
+        smallest_inputs = smallest_conv_inputs(static, x)
+        assert [m.signed for m in smallest_inputs] == [True] * len(smallest_inputs) if not unsigned else \
+            [smallest < 0 for smallest in smallest_inputs.values()]
+        session, ops = optimized_session(uint8_qdq(onnx.load(path)), tmp_path / "optimized.onnx")
+        maxes[unsigned] = ops.count("Max")
+        logits = torch.from_numpy(session.run(None, {"input": x.numpy()})[0])
+        assert (logits - fake_quantized).square().mean() <= (fake_quantized - floating).square().mean()
+    blocks = [b for b in static.blocks if any(isinstance(m, QuantConv2d) for m in b.modules())]
+    relus = sum(isinstance(m, nn.ReLU) for b in blocks for m in b.modules())
+    relu_gated = sum(isinstance(b.se, SqueezeExcite) and isinstance(b.conv_dw.act, nn.ReLU) for b in blocks)
+    assert maxes == {False: relus, True: relu_gated} and 0 < relu_gated < relus
 
 
 def test_a_quantized_stem_follows_the_first_block_and_runs_on_integers(tmp_path):

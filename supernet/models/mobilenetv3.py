@@ -235,14 +235,15 @@ class ElasticMobileNetV3(Supernet):
     def __init__(self, num_classes: int, *, resolution: Sequence[int], ks: Sequence[int], expand: Sequence[float],
                  depth: Sequence[int], bits: Sequence[int] = DEFAULT_BITS, width_mult: float = 1.0, in_chans: int = 3,
                  base_widths: Sequence[int] = OFA_BASE_WIDTHS, strides: Sequence[int] = OFA_STRIDES,
-                 channel_divisor: int = 8, dropout_rate: float = 0.1):
+                 channel_divisor: int = 8, dropout_rate: float = 0.1, unsigned_after_relu: bool = False):
         super().__init__()
         bits = check_bits_choices(bits)
         widths = [make_divisible(w * width_mult, channel_divisor) for w in base_widths]
         self.config = dict(name="mobilenetv3", num_classes=num_classes, resolution=list(resolution), ks=list(ks),
                            expand=list(expand), depth=list(depth), bits=list(bits), width_mult=width_mult,
                            in_chans=in_chans, base_widths=list(base_widths), strides=list(strides),
-                           channel_divisor=channel_divisor, dropout_rate=dropout_rate)
+                           channel_divisor=channel_divisor, dropout_rate=dropout_rate,
+                           unsigned_after_relu=unsigned_after_relu)
         self.space = MobileNetV3Space(resolution=resolution, ks=ks, expand=expand, depth=depth, bits=bits,
                                       widths=widths, strides=strides, in_chans=in_chans, num_classes=num_classes,
                                       channel_divisor=channel_divisor)
@@ -263,7 +264,8 @@ class ElasticMobileNetV3(Supernet):
             for i in range(max(depth)):
                 blocks.append(ElasticInvertedResidual(in_w, out_w, ks, expand, stride if i == 0 else 1,
                                                       STAGE_ACT[stage], STAGE_SE[stage], channel_divisor))
-                attach_quantizers(blocks[-1], bits)  # every conv of a stage block runs at its bit width
+                attach_block_quantizers(blocks[-1], bits, unsigned_after_relu and STAGE_ACT[stage] is RELU,
+                                        unsigned_after_relu)
                 in_w = out_w
         self.blocks = nn.ModuleList(blocks)
         self.final_expand = ConvNormAct(nn.Conv2d(in_w, head_w, 1, bias=False), nn.BatchNorm2d(head_w),
@@ -334,6 +336,22 @@ class ElasticMobileNetV3(Supernet):
             block.sort_channels([hidden_width(block.in_channels, e, block.divisor) for e in ratios])
 
 
+def attach_block_quantizers(block: ElasticInvertedResidual, bits: Sequence[int], relu_stage: bool,
+                            unsigned_after_relu: bool) -> None:
+    """Every conv of a stage block runs at the block's bit width. With ``unsigned_after_relu`` the
+    inputs that follow a ReLU are on unsigned grids: in a ReLU stage the depthwise conv's, the
+    projection's (the ReLU's output, or it times a gate in [0, 1]) and the squeeze's; in every stage
+    the excitation's expansion (after its ReLU). The expansion's input (the residual stream) keeps
+    its sign."""
+    signed = not relu_stage
+    attach_quantizers(block.conv_pw, bits)
+    attach_quantizers(block.conv_dw, bits, signed)
+    attach_quantizers(block.conv_pwl, bits, signed)
+    if isinstance(block.se, ElasticSqueezeExcite):
+        attach_quantizers(block.se.conv_reduce, bits, signed)
+        attach_quantizers(block.se.conv_expand, bits, not unsigned_after_relu)
+
+
 def checked_dims(space: SearchSpace, names: Iterable[str]) -> set[str]:
     """``names`` as a set, or ValueError naming one that is not a dimension of ``space``."""
     names = {names} if isinstance(names, str) else set(names)
@@ -348,8 +366,15 @@ def mobilenetv3(num_classes: int, resolution: Sequence[int] = OFA_RESOLUTIONS, k
                 expand: Sequence[float] = (3, 4, 6), depth: Sequence[int] = (2, 3, 4),
                 bits: Sequence[int] = DEFAULT_BITS, width_mult: float = 1.0, in_chans: int = 3,
                 base_widths: Sequence[int] = OFA_BASE_WIDTHS, strides: Sequence[int] = OFA_STRIDES,
-                channel_divisor: int = 8, dropout_rate: float = 0.1) -> ElasticMobileNetV3:
-    """Elastic MobileNetV3; the defaults are OFA's ImageNet space (``ofa_mbv3_d234_e346_k357_w1.0``)."""
+                channel_divisor: int = 8, dropout_rate: float = 0.1,
+                unsigned_after_relu: bool = False) -> ElasticMobileNetV3:
+    """Elastic MobileNetV3; the defaults are OFA's ImageNet space (``ofa_mbv3_d234_e346_k357_w1.0``).
+
+    ``unsigned_after_relu``: quantized conv inputs that follow a ReLU (the ReLU stages' and every
+    squeeze-excitation's) are rounded to unsigned grids, so that an integer runtime needs no op for
+    those ReLUs (not for TensorRT, whose int8 is signed only). Off by default so that supernets
+    trained before compute what they learned; on in conf/model/mobilenetv3*.yaml."""
     return ElasticMobileNetV3(num_classes, resolution=resolution, ks=ks, expand=expand, depth=depth, bits=bits,
                               width_mult=width_mult, in_chans=in_chans, base_widths=base_widths, strides=strides,
-                              channel_divisor=channel_divisor, dropout_rate=dropout_rate)
+                              channel_divisor=channel_divisor, dropout_rate=dropout_rate,
+                              unsigned_after_relu=unsigned_after_relu)
