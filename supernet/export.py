@@ -485,7 +485,10 @@ def uint8_qdq(model: onnx.ModelProto, uint8_weights: bool = False) -> onnx.Model
     and conv into an integer kernel (MatMulIntegerToFloat / QLinearMatMul / QLinearConv), a ReLU
     after a pair becomes an integer ``Max`` (nothing on an unsigned grid: ``_integer_relus``);
     residual sums of two grids that reach an 8-bit quantizer are rounded onto its grid
-    (``integer_sums``: QLinearAdd). Weights (int8 constants since
+    (``integer_sums``: QLinearAdd), a hard-swish on a grid becomes a product of integers
+    (``_integer_hard_swishes``), a squeeze-excitation's product with its gate one too
+    (``_quantized_gates``: QLinearMul) and its pool a mean of integers (``_integer_mean_pools``:
+    QLinearGlobalAveragePool). Weights (int8 constants since
     ``integer_convs`` and ``int8_weights``) turn uint8 only with ``uint8_weights``: u8 x s8 is
     onnxruntime's default and fast kernel, exact on VNNI CPUs, while without VNNI its int16 pair
     sums may saturate (onnxruntime's advice: u8 x u8 there, which on a VNNI CPU made the convs of a
@@ -578,6 +581,7 @@ def _integer_relus(graph) -> None:
     producer = {out: node for node in graph.node for out in node.output}
     inits = {t.name: t for t in graph.initializer}
     consumers = _consumers(graph)
+    outputs = {v.name for v in graph.output}  # kept under their names
 
     def unsigned_zero(name: str) -> bool:
         t = inits.get(name)
@@ -586,10 +590,12 @@ def _integer_relus(graph) -> None:
     moved, dropped, renamed = {}, set(), {}
     for relu in [n for n in graph.node if n.op_type == "Relu"]:
         dq = producer.get(relu.input[0])
-        if dq is None or dq.op_type != "DequantizeLinear" or len(dq.input) < 3 or len(consumers[dq.output[0]]) != 1:
+        if dq is None or dq.op_type != "DequantizeLinear" or len(dq.input) < 3 or \
+                len(consumers[dq.output[0]]) != 1 or relu.output[0] in outputs:
             continue
         readers = consumers.get(relu.output[0], [])
-        same_grid = [q for q in readers if q.op_type == "QuantizeLinear" and q.input[1:] == dq.input[1:]]
+        same_grid = [q for q in readers if q.op_type == "QuantizeLinear" and q.input[1:] == dq.input[1:] and
+                     q.output[0] not in outputs]
         floats = len(readers) > len(same_grid)
         if unsigned_zero(dq.input[2]):  # the identity
             integers = dq.input[0]
@@ -629,14 +635,17 @@ def _integer_hard_swishes(graph) -> None:
     ``x * g`` with the gate ``g = clip(x / 6 + 1/2, 0, 1)`` read off the integers ``q`` themselves as
     ``clip(q, z - k, z + k)`` on the grid of step ``1 / 2k`` from ``z - k``, ``k = round(3 / s)``. The gate
     saturates exactly (0 below ``-k s``, 1 above ``k s``); between, ``k s`` is 3 within ``s / 2``, which
-    moves the product by at most ``s / 4`` before its rounding: the output is within one step of
-    hard-swish of the input's integers. Where the grid does not reach +-3 (``k > z`` or ``z + k > 255``)
-    the float hard-swish stays. Float before, it took a dequantize, HardSigmoid, Mul and quantize per
-    element: a sixth of an 8-bit MobileNetV3's time (docs/quantization.md). Readers that quantize
-    onto the same grid read the product's integers; others read them dequantized."""
+    moves the gate by at most ``s / 12`` and the product by at most ``s / 4 + s^2 / 24`` before its
+    rounding: the output is within one step of hard-swish of the input's integers. Where the grid
+    does not reach +-3 (``k > z`` or ``z + k > 255``), or a reader quantizes onto another grid (which
+    would round twice), the float hard-swish stays. Float before, it took a dequantize, HardSigmoid,
+    Mul and quantize per element: a sixth of an 8-bit MobileNetV3's time (docs/quantization.md).
+    Readers that quantize onto the same grid read the product's integers; others (and a graph
+    output) read them dequantized."""
     producer = {out: node for node in graph.node for out in node.output}
     inits = {t.name: t for t in graph.initializer}
     consumers = _consumers(graph)
+    outputs = {v.name for v in graph.output}
 
     def scalar(name: str, dtype) -> float | None:
         t = inits.get(name)
@@ -656,19 +665,20 @@ def _integer_hard_swishes(graph) -> None:
         if scale is None or zero is None:
             continue
         k = round(3 / scale)
-        if not 1 <= k <= zero <= 255 - k:
-            continue
         out = hswish.output[0]
+        readers = consumers.get(out, [])
+        quantizers = [q for q in readers if q.op_type == "QuantizeLinear"]
+        same_grid = [q for q in quantizers if q.input[1:] == dq.input[1:] and q.output[0] not in outputs]
+        if not 1 <= k <= zero <= 255 - k or any(q.input[1:] != dq.input[1:] for q in quantizers):
+            continue
         low, high = add(f"{out}.gate_min", zero - k, np.uint8), add(f"{out}.gate_max", zero + k, np.uint8)
         gate_scale = add(f"{out}.gate_scale", 1 / (2 * k), np.float32)
-        readers = consumers.get(out, [])
-        same_grid = [q for q in readers if q.op_type == "QuantizeLinear" and q.input[1:] == dq.input[1:]]
         nodes = [dq,
                  onnx.helper.make_node("Clip", [dq.input[0], low, high], [f"{out}.gate_integers"]),
                  onnx.helper.make_node("DequantizeLinear", [f"{out}.gate_integers", gate_scale, low], [f"{out}.gate"]),
                  onnx.helper.make_node("Mul", [dq.output[0], f"{out}.gate"], [f"{out}.product"]),
                  onnx.helper.make_node("QuantizeLinear", [f"{out}.product", *dq.input[1:]], [f"{out}.integers"])]
-        if len(readers) > len(same_grid):  # float readers: the integers dequantized, under the old name
+        if len(readers) > len(same_grid) or out in outputs:  # float readers: the integers dequantized
             nodes.append(onnx.helper.make_node("DequantizeLinear", [f"{out}.integers", *dq.input[1:]], [out]))
         replaced[id(dq)] = nodes
         dropped.add(id(hswish))
@@ -691,24 +701,33 @@ def _quantized_gates(graph) -> None:
     on integers instead of dequantizing ``x``, multiplying in float and quantizing the result."""
     producer = {out: node for node in graph.node for out in node.output}
     consumers = _consumers(graph)
+    inits = {t.name: t for t in graph.initializer}
+
+    def uint8_quantizer(node) -> bool:
+        zero = inits.get(node.input[2]) if node.op_type == "QuantizeLinear" and len(node.input) > 2 else None
+        return zero is not None and zero.data_type == onnx.TensorProto.UINT8
+
     scale, zero = "gate_scale_1_255", "gate_zero_point"
     inserted = {}
     for mul in [n for n in graph.node if n.op_type == "Mul"]:
-        x, gate = (producer.get(name) for name in mul.input)
-        if x is not None and gate is not None and x.op_type in _GATES:
-            x, gate = gate, x
-            mul.input[:] = list(reversed(mul.input))
+        first, second = (producer.get(name) for name in mul.input)
+        kinds = [None if n is None else n.op_type for n in (first, second)]
+        gate_first = kinds[0] in _GATES and kinds[1] == "DequantizeLinear"
         readers = consumers.get(mul.output[0], [])
-        if x is None or gate is None or x.op_type != "DequantizeLinear" or gate.op_type not in _GATES or \
-                not readers or any(r.op_type != "QuantizeLinear" for r in readers):
+        if not (gate_first or kinds[1] in _GATES and kinds[0] == "DequantizeLinear") or \
+                not readers or not all(uint8_quantizer(r) for r in readers):
             continue
+        if gate_first:  # the gate second
+            mul.input[:] = list(reversed(mul.input))
+        gate = first if gate_first else second
         integers = f"{mul.input[1]}.integers"
         inserted[id(gate)] = [gate, onnx.helper.make_node("QuantizeLinear", [gate.output[0], scale, zero], [integers]),
                               onnx.helper.make_node("DequantizeLinear", [integers, scale, zero], [f"{integers}.dq"])]
         mul.input[1] = f"{integers}.dq"
     if inserted:
-        graph.initializer.extend([onnx.numpy_helper.from_array(np.array(1 / 255, np.float32), scale),
-                                  onnx.numpy_helper.from_array(np.array(0, np.uint8), zero)])
+        graph.initializer.extend([onnx.numpy_helper.from_array(np.array(value), name)
+                                  for name, value in ((scale, np.float32(1 / 255)), (zero, np.uint8(0)))
+                                  if name not in inits])
         _replace_nodes(graph, [n for node in graph.node for n in inserted.get(id(node), [node])])
 
 
@@ -722,16 +741,20 @@ def _integer_mean_pools(model: onnx.ModelProto) -> None:
     inits = {t.name: t for t in graph.initializer}
     producer = {out: node for node in graph.node for out in node.output}
     consumers = _consumers(graph)
-    ranks = {v.name: len(v.type.tensor_type.shape.dim)
-             for v in onnx.shape_inference.infer_shapes(model).graph.value_info}
+    candidates = []
     for mean in [n for n in graph.node if n.op_type == "ReduceMean"]:
         axes = onnx.numpy_helper.to_array(inits[mean.input[1]]) if mean.input[1:] and mean.input[1] in inits else None
         dq, readers = producer.get(mean.input[0]), consumers.get(mean.output[0], [])
         keepdims = next((a.i for a in mean.attribute if a.name == "keepdims"), 1)
-        if axes is None or sorted(int(a) % 4 for a in axes) != [2, 3] or not keepdims or \
-                ranks.get(mean.input[0]) != 4 or dq is None or dq.op_type != "DequantizeLinear" or \
-                not readers or any(r.op_type != "QuantizeLinear" for r in readers):
-            continue
+        if axes is not None and sorted(int(a) % 4 for a in axes) == [2, 3] and keepdims and \
+                dq is not None and dq.op_type == "DequantizeLinear" and \
+                readers and all(r.op_type == "QuantizeLinear" for r in readers):
+            candidates.append(mean)
+    if not candidates:
+        return
+    ranks = {v.name: len(v.type.tensor_type.shape.dim)
+             for v in onnx.shape_inference.infer_shapes(model).graph.value_info}
+    for mean in [m for m in candidates if ranks.get(m.input[0]) == 4]:
         mean.op_type = "GlobalAveragePool"
         del mean.input[1:], mean.attribute[:]
     _replace_nodes(graph, list(graph.node))  # less the axes no node reads now

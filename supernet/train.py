@@ -43,7 +43,7 @@ from .data import DataError, build_data, calibration_loader
 from .distributed import Dist
 from .errors import ConfigError
 from .evaluate import accuracy
-from .models import ModelConfigError, create_supernet_from_config
+from .models import ModelConfigError, create_supernet_from_config, with_option_defaults
 from .models.vit import PretrainedWeightsError
 from .sampling import create_sampler
 from .schedule import Schedule
@@ -503,9 +503,10 @@ def run(cfg) -> dict:
 
     state = TrainState()
     if ckpt is not None:
-        if ckpt["model"] != net.config:
+        saved_model = with_option_defaults(ckpt["model"])  # a run from before an option has its default
+        if saved_model != with_option_defaults(net.config):
             raise CheckpointError(f"{str(resume_from)!r} holds a supernet of another model config "
-                                  f"({ckpt['model'].get('name')!r}, {_differences(ckpt['model'], net.config)}); "
+                                  f"({ckpt['model'].get('name')!r}, {_differences(saved_model, net.config)}); "
                                   f"train in another directory with run_name=NAME (resume=never would overwrite it)")
         # `finetune` shapes init_from runs only: runs started before it existed resume without it
         saved, current = ({key: value for key, value in config.items() if cfg.init_from or key != "finetune"}

@@ -121,18 +121,35 @@ def test_hard_swishes_and_squeeze_excitations_of_8_bit_blocks_run_on_integers(ex
     assert ops.count("QLinearGlobalAveragePool") == gates
 
 
-def hard_swish_between_quantizers(scale: float) -> onnx.ModelProto:
-    """``input -> int8 pair -> HardSwish -> int8 pair -> output`` on one grid, as the exporter writes them."""
+def hard_swish_between_quantizers(scale: float, output_scale: float | None = None) -> onnx.ModelProto:
+    """``input -> int8 pair -> HardSwish -> int8 pair -> output``, as the exporter writes them; the
+    second pair on the first's grid unless ``output_scale`` is given."""
     h = onnx.helper
     nodes = [h.make_node("QuantizeLinear", ["input", "scale"], ["q"], output_dtype=onnx.TensorProto.INT8),
              h.make_node("DequantizeLinear", ["q", "scale"], ["x"]),
              h.make_node("HardSwish", ["x"], ["y"]),
-             h.make_node("QuantizeLinear", ["y", "scale"], ["q2"], output_dtype=onnx.TensorProto.INT8),
-             h.make_node("DequantizeLinear", ["q2", "scale"], ["output"])]
+             h.make_node("QuantizeLinear", ["y", "output_scale"], ["q2"], output_dtype=onnx.TensorProto.INT8),
+             h.make_node("DequantizeLinear", ["q2", "output_scale"], ["output"])]
+    scales = [h.make_tensor("scale", onnx.TensorProto.FLOAT, [], [scale]),
+              h.make_tensor("output_scale", onnx.TensorProto.FLOAT, [], [output_scale or scale])]
     graph = h.make_graph(nodes, "hard_swish", [h.make_tensor_value_info("input", onnx.TensorProto.FLOAT, [1, 256])],
-                         [h.make_tensor_value_info("output", onnx.TensorProto.FLOAT, [1, 256])],
-                         [h.make_tensor("scale", onnx.TensorProto.FLOAT, [], [scale])])
+                         [h.make_tensor_value_info("output", onnx.TensorProto.FLOAT, [1, 256])], scales)
     return h.make_model(graph, opset_imports=[h.make_opsetid("", 21)])
+
+
+def test_a_hard_swish_read_on_another_grid_stays_float_and_rounds_once(tmp_path):
+    """A quantizer of another grid after the hard-swish: the product on the input's grid would be
+    rounded twice, so the float hard-swish stays, and the output is torch's rounded once."""
+    scale, output_scale = 0.05, 0.03
+    n = torch.arange(-128, 128, dtype=torch.float32)
+    expected = (nn.functional.hardswish(n * scale) / output_scale).round().clamp(-128, 127) * output_scale
+    deployed = uint8_qdq(hard_swish_between_quantizers(scale, output_scale))
+    assert "HardSwish" in [node.op_type for node in deployed.graph.node]
+    session, _ = optimized_session(deployed, tmp_path / "optimized.onnx")
+    (y,) = session.run(None, {"input": (n * scale).view(1, -1).numpy()})
+    error = (torch.from_numpy(y).view(-1) - expected).abs()
+    # torch and onnxruntime compute hard-swish in different float orders: a near-tie may round apart
+    assert error.max() <= output_scale * (1 + 1e-4) and (error > 1e-6).sum() <= 2
 
 
 @pytest.mark.parametrize("scale", [0.05, 0.07, 0.3, 0.02])
@@ -148,14 +165,14 @@ def test_integer_hard_swish_is_within_a_step_of_torch_on_every_integer_of_the_gr
     (y,) = session.run(None, {"input": (n * scale).view(1, -1).numpy()})
     error = (torch.from_numpy(y).view(-1) - expected).abs()
     k = round(3 / scale)
-    if k > 128:
+    if k > 127:  # zero point 128: the gate's integers 128 +- k must be uint8
         assert "HardSwish" in [node.op_type for node in deployed.graph.node] and "QLinearMul" not in ops
         assert error.max() <= 1e-6
         return
     assert ops.count("QLinearMul") == 1 and "HardSigmoid" not in ops
     assert error.max() <= scale * (1 + 1e-4)
     saturated = (n * scale >= max(3, k * scale)) | (n * scale <= min(-3, -k * scale))
-    assert error[saturated].max() <= 1e-6 and (error > 1e-6).float().mean() < 0.1
+    assert error[saturated].max() <= 1e-6
 
 
 def test_integer_graph_computes_the_fake_quantized_subnet(exported, tmp_path):
@@ -293,6 +310,19 @@ def test_unsigned_grids_after_relu_leave_no_relu_op_between_8_bit_resnet_blocks(
     assert maxes == {False: relus - 1, True: 1}  # signed: all but the last block's (a float sum the head reads)
 
 
+def convs_after_relu(static: nn.Module) -> dict:
+    """Each quantized conv of a static MobileNetV3's blocks -> whether its input is a ReLU's output
+    (or, for a projection after squeeze-excitation, a ReLU's output times a gate in [0, 1])."""
+    after_relu = {}
+    for block in [b for b in static.blocks if any(isinstance(m, QuantConv2d) for m in b.modules())]:
+        relu_dw = isinstance(block.conv_dw.act, nn.ReLU)
+        after_relu.update({block.conv_pw.conv: False, block.conv_dw.conv: isinstance(block.conv_pw.act, nn.ReLU),
+                           block.conv_pwl.conv: relu_dw})
+        if isinstance(block.se, SqueezeExcite):
+            after_relu.update({block.se.conv_reduce: relu_dw, block.se.conv_expand: isinstance(block.se.act, nn.ReLU)})
+    return {m: relu for m, relu in after_relu.items() if isinstance(m, QuantConv2d)}
+
+
 def smallest_conv_inputs(static: nn.Module, x: torch.Tensor) -> dict:
     """Each quantized conv of ``static`` -> the smallest value of its input on ``x``."""
     smallest = {}
@@ -318,9 +348,10 @@ def test_unsigned_grids_after_relu_leave_no_relu_op_in_a_mobilenetv3_but_before_
     for unsigned in (False, True):
         _, static, path, x, fake_quantized, floating = export_8_bit("mobilenetv3", tmp_path / str(unsigned),
                                                                     unsigned_after_relu=unsigned)
+        after_relu = convs_after_relu(static)
+        assert {m: m.signed for m in after_relu} == {m: not (unsigned and relu) for m, relu in after_relu.items()}
         smallest_inputs = smallest_conv_inputs(static, x)
-        assert [m.signed for m in smallest_inputs] == [True] * len(smallest_inputs) if not unsigned else \
-            [smallest < 0 for smallest in smallest_inputs.values()]
+        assert all(smallest_inputs[m] >= 0 for m in after_relu if not m.signed)
         session, ops = optimized_session(uint8_qdq(onnx.load(path)), tmp_path / "optimized.onnx")
         maxes[unsigned] = ops.count("Max")
         logits = torch.from_numpy(session.run(None, {"input": x.numpy()})[0])

@@ -15,6 +15,7 @@ from scipy.stats import chisquare
 from supernet import create_supernet_from_config
 from supernet.checkpoint import CheckpointError, load_checkpoint, load_supernet, save_checkpoint
 from supernet.errors import ConfigError
+from supernet.models import with_option_defaults
 from supernet.sampling import ComplexitySampler, UniformSampler, create_sampler
 from supernet.schedule import Schedule
 from supernet.train import sandwich_archs
@@ -253,6 +254,21 @@ def test_interrupted_and_resumed_run_ends_with_the_same_weights(tmp_path):
 def train_in_process(tmp_path, run_name, stop_at_step=None, *extra):
     """``supernet.train.run`` on the settings of ``train_cmd`` (``conftest.run_training``)."""
     return run_training(train_cmd(tmp_path, *extra, run_name=run_name)[3:], stop_at_step)
+
+
+def test_a_run_saved_before_a_model_option_existed_resumes_with_that_option_at_its_default(tmp_path):
+    """A checkpoint's model config lacks the options added after it was saved (``unsigned_after_relu``
+    ...): where the current config holds such an option at its default, the run resumes."""
+    torch.set_num_threads(1)
+    assert train_in_process(tmp_path, "old", stop_at_step=2) == 128 + signal.SIGTERM
+    path = tmp_path / "old" / "supernet.pt"
+    ckpt = load_checkpoint(path, "ofa-nas/supernet")
+    defaults = with_option_defaults({"name": ckpt["model"]["name"]})
+    at_default = [k for k, v in ckpt["model"].items() if k != "name" and defaults.get(k, object()) == v]
+    assert at_default
+    save_checkpoint({**ckpt, "model": {k: v for k, v in ckpt["model"].items() if k not in at_default}}, path)
+    assert train_in_process(tmp_path, "old") == 0
+    assert load_checkpoint(path, "ofa-nas/supernet")["train_state"]["complete"]
 
 
 def test_a_run_stopped_at_the_last_or_first_step_of_an_epoch_resumes_to_the_same_weights(tmp_path):

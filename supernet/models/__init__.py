@@ -7,7 +7,8 @@ from .registry import (
     list_supernets,
     register_supernet,
     space_from_config,
+    with_option_defaults,
 )
 
 __all__ = ["ModelConfigError", "create_supernet", "create_supernet_from_config", "list_supernets", "register_supernet",
-           "space_from_config"]
+           "space_from_config", "with_option_defaults"]

@@ -26,6 +26,18 @@ def list_supernets() -> list[str]:
     return sorted(_FACTORIES)
 
 
+def with_option_defaults(cfg: dict) -> dict:
+    """A model config (``name`` + options, e.g. a checkpoint's) with every option it lacks at the
+    family's default: a run saved before an option existed compares equal to one that sets it to
+    its default."""
+    factory = _FACTORIES.get(cfg.get("name"))
+    if factory is None:
+        return dict(cfg)
+    defaults = {p: v.default for p, v in inspect.signature(factory).parameters.items()
+                if v.default is not inspect.Parameter.empty and p not in ("args", "kwargs")}
+    return {**defaults, **cfg}
+
+
 def create_supernet(name: str, **cfg) -> nn.Module:
     """``create_supernet("vit", num_classes=10, embed_dim=[32, 64], ...)``."""
     if name not in _FACTORIES:
