@@ -668,9 +668,11 @@ def _integer_hard_swishes(graph) -> None:
         out = hswish.output[0]
         readers = consumers.get(out, [])
         quantizers = [q for q in readers if q.op_type == "QuantizeLinear"]
-        same_grid = [q for q in quantizers if q.input[1:] == dq.input[1:] and q.output[0] not in outputs]
-        if not 1 <= k <= zero <= 255 - k or any(q.input[1:] != dq.input[1:] for q in quantizers):
+        on_grid = [len(q.input) == 3 and (scalar(q.input[1], np.float32), scalar(q.input[2], np.uint8)) ==
+                   (scale, zero) for q in quantizers]
+        if not 1 <= k <= zero <= 255 - k or not all(on_grid):
             continue
+        same_grid = [q for q in quantizers if q.output[0] not in outputs]
         low, high = add(f"{out}.gate_min", zero - k, np.uint8), add(f"{out}.gate_max", zero + k, np.uint8)
         gate_scale = add(f"{out}.gate_scale", 1 / (2 * k), np.float32)
         nodes = [dq,
