@@ -504,7 +504,7 @@ def run(cfg) -> dict:
     state = TrainState()
     if ckpt is not None:
         saved_model = with_option_defaults(ckpt["model"])  # a run from before an option has its default
-        if saved_model != with_option_defaults(net.config):
+        if saved_model != with_option_defaults(net.config):  # configs may leave options out
             raise CheckpointError(f"{str(resume_from)!r} holds a supernet of another model config "
                                   f"({ckpt['model'].get('name')!r}, {_differences(saved_model, net.config)}); "
                                   f"train in another directory with run_name=NAME (resume=never would overwrite it)")

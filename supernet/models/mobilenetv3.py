@@ -264,8 +264,7 @@ class ElasticMobileNetV3(Supernet):
             for i in range(max(depth)):
                 blocks.append(ElasticInvertedResidual(in_w, out_w, ks, expand, stride if i == 0 else 1,
                                                       STAGE_ACT[stage], STAGE_SE[stage], channel_divisor))
-                attach_block_quantizers(blocks[-1], bits, unsigned_after_relu and STAGE_ACT[stage] is RELU,
-                                        unsigned_after_relu)
+                attach_block_quantizers(blocks[-1], bits, STAGE_ACT[stage] is RELU, unsigned_after_relu)
                 in_w = out_w
         self.blocks = nn.ModuleList(blocks)
         self.final_expand = ConvNormAct(nn.Conv2d(in_w, head_w, 1, bias=False), nn.BatchNorm2d(head_w),
@@ -343,7 +342,7 @@ def attach_block_quantizers(block: ElasticInvertedResidual, bits: Sequence[int],
     projection's (the ReLU's output, or it times a gate in [0, 1]) and the squeeze's; in every stage
     the excitation's expansion (after its ReLU). The expansion's input (the residual stream) keeps
     its sign."""
-    signed = not relu_stage
+    signed = not (unsigned_after_relu and relu_stage)
     attach_quantizers(block.conv_pw, bits)
     attach_quantizers(block.conv_dw, bits, signed)
     attach_quantizers(block.conv_pwl, bits, signed)

@@ -33,9 +33,13 @@ def with_option_defaults(cfg: dict) -> dict:
     factory = _FACTORIES.get(cfg.get("name"))
     if factory is None:
         return dict(cfg)
-    defaults = {p: v.default for p, v in inspect.signature(factory).parameters.items()
-                if v.default is not inspect.Parameter.empty and p not in ("args", "kwargs")}
+    defaults = {p: v.default for p, v in _options(factory).items() if v.default is not inspect.Parameter.empty}
     return {**defaults, **cfg}
+
+
+def _options(factory: Callable[..., nn.Module]) -> dict[str, inspect.Parameter]:
+    """A family's options: its factory's parameters."""
+    return {p: v for p, v in inspect.signature(factory).parameters.items() if p not in ("args", "kwargs")}
 
 
 def create_supernet(name: str, **cfg) -> nn.Module:
@@ -43,7 +47,7 @@ def create_supernet(name: str, **cfg) -> nn.Module:
     if name not in _FACTORIES:
         raise ModelConfigError(f"unknown model {name!r}; known models: {', '.join(list_supernets())}")
     factory = _FACTORIES[name]
-    parameters = {p: v for p, v in inspect.signature(factory).parameters.items() if p not in ("args", "kwargs")}
+    parameters = _options(factory)
     unknown = sorted(set(cfg) - set(parameters))
     if unknown:
         raise ModelConfigError(f"model {name!r} has no option {unknown[0]!r}; its options: {', '.join(parameters)}")
