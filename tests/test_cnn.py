@@ -3,6 +3,7 @@ static exports, MACs equal to fvcore's, channel sorting, BN recalibration, saved
 import itertools
 
 import numpy as np
+import onnx
 import onnxruntime as ort
 import pytest
 import torch
@@ -427,3 +428,15 @@ def test_saved_subnet_reloads_and_runs_as_pt2_and_onnx(saved):
     session = ort.InferenceSession(str(out / "model.onnx"), options, providers=["CPUExecutionProvider"])
     (logits,) = session.run(None, {"input": x.numpy()})
     torch.testing.assert_close(torch.from_numpy(logits), expected, atol=1e-3 if quantized else 1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("saved", ["mobilenetv3"], indirect=True)
+def test_mobilenetv3_feature_mix_exports_as_a_matrix_product(saved):
+    """The head's 1x1 conv on the pooled map is a Gemm / MatMul in model.onnx (onnxruntime's conv
+    kernel runs a 1x1 map ~10x slower), with the same weights: every other conv stays a Conv."""
+    net, arch, out, _, _ = saved
+    ops = [node.op_type for node in onnx.load(out / "model.onnx").graph.node]
+    static = net.export(arch)
+    convs = [name for name, m in static.named_modules() if isinstance(m, torch.nn.Conv2d)]
+    assert ops.count("Conv") == len(convs) - 1 and "feature_mix.conv" in convs
+    assert ops.count("Gemm") + ops.count("MatMul") == 2  # the feature mix and the classifier

@@ -203,6 +203,20 @@ class ElasticInvertedResidual(InvertedResidual):
             sort_channel_group([self.se.conv_reduce], [self.se.conv_expand])
 
 
+class FeatureMix(ConvNormAct):
+    """The head's 1x1 conv (no norm) on the pooled 1x1 map, computed as the matrix product it is:
+    the same weights and state dict as a conv, but exported as a Gemm, which onnxruntime runs ~10x
+    faster than its blocked conv kernel on a 1x1 map (960 -> 1280 at batch 64: 1 vs 11 ms alone;
+    about 1% of the w1.0 network at 160 px, batch 64)."""
+
+    def __init__(self, conv: nn.Conv2d, act: nn.Module | None = None):
+        super().__init__(conv, None, act)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.act(F.linear(x.flatten(1), self.conv.weight.flatten(1), self.conv.bias))
+        return y[:, :, None, None]
+
+
 class MobileNetV3(nn.Module):
     """A static MobileNetV3 for one arch: plain modules, fixed resolution."""
 
@@ -269,7 +283,7 @@ class ElasticMobileNetV3(Supernet):
         self.blocks = nn.ModuleList(blocks)
         self.final_expand = ConvNormAct(nn.Conv2d(in_w, head_w, 1, bias=False), nn.BatchNorm2d(head_w),
                                         HARDSWISH())
-        self.feature_mix = ConvNormAct(nn.Conv2d(head_w, mix_w, 1, bias=False), None, HARDSWISH())
+        self.feature_mix = FeatureMix(nn.Conv2d(head_w, mix_w, 1, bias=False), HARDSWISH())
         self.head_drop = nn.Dropout(dropout_rate)
         self.classifier = nn.Linear(mix_w, num_classes)
         self._init_weights()
