@@ -1,7 +1,7 @@
 """Elastic bit widths: accuracy, model size and int8 onnxruntime latency after the bits phase.
 
     python scripts/bench_quant.py [--models vit mobilenetv3] [--threads 1] [extra hydra overrides ...]
-    python scripts/bench_quant.py --latency mobilenetv3_w10@160 resnet50@160 [--repeats 3]
+    python scripts/bench_quant.py --latency mobilenetv3_w10@160 mobilenetv3_w10@160:large resnet50@160 [--repeats 3]
     python scripts/bench_quant.py ... --runtime openvino
 
 Trains each model's default digits supernet (whose last phase unlocks the bit widths) with
@@ -22,8 +22,9 @@ Latency: onnxruntime on the CPU, batch 1 and 64, sessions interleaved, of the la
   too and so runs integer kernels throughout, convolutions included.
 Each session's test accuracy and count of integer nodes are reported. Writes ``runs/bench/quant.json``.
 
-``--latency CONFIG@RES ...``: latency alone, at ImageNet-like sizes: the largest arch of
-``conf/model/CONFIG.yaml`` at RES px, 1000 classes, random weights (input scales set by a training
+``--latency CONFIG@RES[:large] ...``: latency alone, at ImageNet-like sizes: the largest arch of
+``conf/model/CONFIG.yaml`` at RES px (``:large``: MobileNetV3-Large in a MobileNetV3 space,
+``MobileNetV3Space.mobilenetv3_large``), 1000 classes, random weights (input scales set by a training
 batch of random images, batch norms recalibrated on random images), the same sessions, and
 each one's latency over the float export's (side by side, so that a shared machine's load hits all
 alike). Writes ``runs/bench/quant_latency.json``.
@@ -238,21 +239,28 @@ def bench(model: str, overrides: list[str], runtime: str, threads: int, repeats:
 
 
 def bench_latency(spec: str, runtime: str, threads: int, repeats: int) -> dict:
-    """``--latency``: float, qat_int8 and ptq_int8 sessions of ``CONFIG@RES`` with random weights."""
+    """``--latency``: float, qat_int8 and ptq_int8 sessions of ``CONFIG@RES[:large]`` with random weights."""
     name, _, res = spec.partition("@")
+    res, _, which = res.partition(":")
+    if which not in ("", "large"):
+        raise SystemExit(f"{spec}: unknown arch {which!r}; allowed: CONFIG@RES (the largest arch) or "
+                         f"CONFIG@RES:large (MobileNetV3-Large, in a MobileNetV3 space)")
     cfg = yaml.safe_load((ROOT / "conf" / "model" / f"{name}.yaml").read_text())
     cfg = {k: v for k, v in cfg.items() if not k.startswith("pretrained")}  # random weights: nothing to fetch
     net = create_supernet_from_config(cfg, num_classes=1000)
     res = int(res) if res else net.space.largest()["resolution"]
-    largest = {**net.space.largest(), "resolution": res}
-    archs = {bits: {**largest, "bits": [bits] * len(largest["bits"])} for bits in (32, 8)}
+    if which and not hasattr(net.space, "mobilenetv3_large"):
+        raise SystemExit(f"{spec}: ':large' is MobileNetV3-Large, an arch of a MobileNetV3 space; "
+                         f"{name} is a {net.space.family} space")
+    subject = net.space.mobilenetv3_large(res) if which else {**net.space.largest(), "resolution": res}
+    archs = {bits: {**subject, "bits": [bits] * len(subject["bits"])} for bits in (32, 8)}
     rng = torch.Generator().manual_seed(0)
     calib = [(torch.randn(8, net.in_chans, res, res, generator=rng), None) for _ in range(2)]
     net.set_active(archs[8])
     with torch.no_grad():
         net.train()(calib[0][0])  # the input scales of 8 bits, from a first training batch as in QAT
     net.eval()
-    result = {"arch": largest, "macs": net.space.macs(largest)}
+    result = {"arch": subject, "macs": net.space.macs(subject)}
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         paths = {}
@@ -279,8 +287,9 @@ def main() -> None:
     parser.add_argument("--models", nargs="+", default=["vit", "mobilenetv3"])
     parser.add_argument("--threads", type=int, default=1, help="runtime threads (1: least noise)")
     parser.add_argument("--repeats", type=int, default=15)
-    parser.add_argument("--latency", nargs="+", metavar="CONFIG@RES",
-                        help="latency alone of conf/model/CONFIG.yaml's largest arch at RES px, random weights")
+    parser.add_argument("--latency", nargs="+", metavar="CONFIG@RES[:large]",
+                        help="latency alone of conf/model/CONFIG.yaml's largest arch (:large: MobileNetV3-Large) "
+                             "at RES px, random weights")
     parser.add_argument("--runtime", choices=("onnxruntime", "openvino"), default="onnxruntime",
                         help="what runs the exports (openvino: pip install openvino)")
     parser.add_argument("--out", default=None,

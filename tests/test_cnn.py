@@ -236,15 +236,23 @@ def test_mobilenetv3_large_is_a_subnet_of_the_space_with_its_expand_ratios():
     # OFA's stage widths, strides, activations and squeeze-excitation placement are MobileNetV3-Large's;
     # with its expand ratios 2.3 and 2.5 added, timm's mobilenetv3_large_100 is one subnet.
     net = cnn("mobilenetv3_w10", num_classes=1000, expand=[2.3, 2.5, 3, 4, 6])
-    stages = [[(3, 4), (3, 3)], [(5, 3)] * 3, [(3, 6), (3, 2.5), (3, 2.3), (3, 2.3)], [(3, 6)] * 2, [(5, 6)] * 3]
-    arch = {**net.space.largest(), "resolution": 224, "depth": [len(blocks) for blocks in stages]}
-    for s, blocks in enumerate(stages):
-        for i, (k, e) in enumerate(blocks):
-            arch["ks"][4 * s + i], arch["expand"][4 * s + i] = k, e
+    arch = net.space.mobilenetv3_large(224)
     large = timm.create_model("mobilenetv3_large_100")
     assert count_params(net.export(arch)) + 1280 == count_params(large)  # timm's head conv has a bias
     # MACs as torchvision's metadata lists them (0.217 G): convs, SE convs and the classifier
     assert net.space.macs(arch) == count_macs(large, torch.randn(1, 3, 224, 224)) == 216_589_760
+
+
+def test_mobilenetv3_large_in_ofas_space_rounds_its_narrow_expand_ratios_up():
+    space = cnn("mobilenetv3_w10", num_classes=1000).space  # expand {3, 4, 6}: no 2.3 or 2.5
+    arch = space.mobilenetv3_large(160)
+    assert arch["resolution"] == 160 and arch["depth"] == [2, 3, 4, 2, 3]
+    active = space.active_blocks(arch)
+    # the paper's table, stage by stage: the third stage's 2.5, 2.3, 2.3 become 3
+    assert [arch["ks"][j] for j in active] == [3, 3, 5, 5, 5, 3, 3, 3, 3, 3, 3, 5, 5, 5]
+    assert [arch["expand"][j] for j in active] == [4, 3, 3, 3, 3, 6, 3, 3, 3, 6, 6, 6, 6, 6]
+    with pytest.raises(ArchError, match="ks"):
+        cnn("mobilenetv3_w10", num_classes=1000, ks=[3, 7]).space.mobilenetv3_large()
 
 
 def test_resnet50_space_holds_timms_resnet50d():

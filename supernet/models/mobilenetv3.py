@@ -48,6 +48,9 @@ OFA_RESOLUTIONS = tuple(range(128, 225, 4))
 RELU, HARDSWISH = partial(nn.ReLU, inplace=True), partial(nn.Hardswish, inplace=True)
 STAGE_ACT = (RELU, RELU, HARDSWISH, HARDSWISH, HARDSWISH)
 STAGE_SE = (False, True, False, True, True)
+# MobileNetV3-Large (Howard et al., ICCV 2019) in those stages: each block's (kernel size, expand ratio).
+MOBILENETV3_LARGE = (((3, 4), (3, 3)), ((5, 3),) * 3, ((3, 6), (3, 2.5), (3, 2.3), (3, 2.3)), ((3, 6),) * 2,
+                     ((5, 6),) * 3)
 
 
 def hidden_width(in_channels: int, expand_ratio: float, divisor: int = 8) -> int:
@@ -78,6 +81,22 @@ class MobileNetV3Space(SearchSpace):
         ])
         self.widths, self.strides = tuple(widths), tuple(strides)
         self.in_chans, self.num_classes, self.divisor = in_chans, num_classes, channel_divisor
+
+    def mobilenetv3_large(self, resolution: int | None = None) -> dict:
+        """MobileNetV3-Large as an arch of this space (OFA's stage widths, strides, activations and
+        squeeze-excitations are its): its depths and kernel sizes, each expand ratio the smallest
+        choice at least as wide (its own 2.3 and 2.5 where the space holds them), the largest arch's
+        bits, and ``resolution`` (the largest by default). ArchError where the space lacks a choice."""
+        arch = self.largest()
+        if resolution is not None:
+            arch["resolution"] = resolution
+        arch["depth"] = [len(stage) for stage in MOBILENETV3_LARGE]
+        ratios = sorted(self._by_name["expand"].choices)
+        for s, stage in enumerate(MOBILENETV3_LARGE):
+            for i, (k, e) in enumerate(stage):
+                j = s * self.max_depth + i
+                arch["ks"][j], arch["expand"][j] = k, next((r for r in ratios if r >= e), e)
+        return self.canonical(arch)
 
     def active_blocks(self, arch: dict) -> list[int]:
         """Indices (into the per-block lists) of the blocks that run: the first ``depth`` of each stage."""
