@@ -213,9 +213,12 @@ _SIGNED, _BYTES = (onnx.TensorProto.INT8,), (onnx.TensorProto.INT8, onnx.TensorP
 
 # Ops between a conv and the quantizer of the next layer through which that quantizer's grid also
 # fits the conv's output: they keep magnitudes (ReLU and hard-swish are the identity on large
-# positive values and bounded below; a residual sum is of the same order as its branch). Not Mul:
-# squeeze-excitation's gate shrinks its input, whose range the product's grid would clip.
-_GRID_KEEPING_OPS = ("Relu", "HardSwish", "Add")
+# positive values and bounded below; a residual sum is of the same order as its branch; a max pool
+# picks one of its inputs). Not Mul: squeeze-excitation's gate shrinks its input, whose range the
+# product's grid would clip. ReLU and max pool also commute with rounding and clipping (monotone):
+# rounded before them, the values they pass on are the ones rounded after them.
+_GRID_KEEPING_OPS = ("Relu", "MaxPool", "HardSwish", "Add")
+_COMMUTING_OPS = ("Relu", "MaxPool")
 
 
 def integer_convs(model: onnx.ModelProto) -> onnx.ModelProto:
@@ -256,7 +259,7 @@ def integer_convs(model: onnx.ModelProto) -> onnx.ModelProto:
 
     def next_grid(name: str) -> tuple[str, int, bool] | None:
         """The scale and integer type of the first 8-bit input quantizer that ``name`` reaches through
-        grid-keeping ops, and whether only ReLUs lie between."""
+        grid-keeping ops, and whether only ReLUs and max pools lie between."""
         frontier = [(name, True)]
         for _ in range(3):
             users = [(u, relus) for n, relus in frontier for u in consumers.get(n, [])]
@@ -265,7 +268,7 @@ def integer_convs(model: onnx.ModelProto) -> onnx.ModelProto:
                 if q.op_type == "QuantizeLinear" and pairs and all(byte_pair(dq) for dq in pairs) and \
                         const(q.input[1]) is not None and const(q.input[1]).ndim == 0:
                     return q.input[1], _output_dtype(q), relus
-            frontier = [(u.output[0], relus and u.op_type == "Relu") for u, relus in users
+            frontier = [(u.output[0], relus and u.op_type in _COMMUTING_OPS) for u, relus in users
                         if u.op_type in _GRID_KEEPING_OPS]
         return None
 
@@ -309,7 +312,7 @@ def integer_convs(model: onnx.ModelProto) -> onnx.ModelProto:
         scale = grid and grid[0]
         if grid and grid[1] == onnx.TensorProto.UINT8 and grid[2] and \
                 all(u.op_type == "Relu" for u in consumers.get(out, [])):
-            dtype = grid[1]  # read through ReLUs only: the unsigned grid clips what the ReLUs zero
+            dtype = grid[1]  # read through ReLUs (and max pools) only: the unsigned grid clips what the ReLUs zero
         elif grid and grid[1] == onnx.TensorProto.UINT8:
             # an unsigned grid reached through a residual sum: the conv's own output has a sign, so
             # it goes on the signed grid of the same range (twice the step) until the sum

@@ -263,6 +263,25 @@ def test_a_stem_max_pool_runs_on_the_integers_of_the_next_quantizer(tmp_path, mo
                                torch.from_numpy(reference.run(None, {"input": x.numpy()})[0]), atol=0, rtol=0)
 
 
+def test_an_8_bit_stem_is_requantized_once_onto_the_first_blocks_grid_through_relu_and_max_pool(tmp_path):
+    """``quantize_stem`` with OFA's stem pool: the stem's last conv -> ReLU -> max pool is read by the
+    first block's unsigned quantizer. ReLU and max pool commute with rounding, so the conv's output goes
+    onto that grid directly (the ReLU is its clipping, the pool runs on its integers) instead of a grid
+    of its own and then the block's: onnxruntime runs QLinearConv -> NhwcMaxPool, and the one
+    QuantizeLinear left is the image's. The logits stay near the fake-quantized subnet's."""
+    net, arch, x, path = saved_8_bit_resnet(tmp_path, stem_pool=True)
+    assert net.config["quantize_stem"] and net.config["unsigned_after_relu"]
+    session, ops = optimized_session(uint8_qdq(onnx.load(path), uint8_weights=not export_mod.cpu_has_vnni()),
+                                     tmp_path / "optimized.onnx")
+    assert ops.count("NhwcMaxPool") == 1 and ops.count("QuantizeLinear") == 1
+    logits = torch.from_numpy(session.run(None, {"input": x.numpy()})[0])
+    with torch.no_grad():
+        fake_quantized = net(x)
+        net.set_active(bits_arch(net, 32))
+        floating = net(x)
+    assert (logits - fake_quantized).square().mean() <= (fake_quantized - floating).square().mean()
+
+
 @pytest.mark.parametrize("quantize_skip,quantize_projection", [(True, True), (True, False), (False, False)])
 def test_residual_sums_between_8_bit_resnet_blocks_run_on_integers(quantize_skip, quantize_projection, tmp_path):
     """With ``quantize_skip`` (conf/model/resnet.yaml) an 8-bit block adds its input on conv1's grid,
