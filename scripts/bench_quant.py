@@ -240,8 +240,8 @@ def bench(model: str, overrides: list[str], runtime: str, threads: int, repeats:
 
 def bench_latency(spec: str, runtime: str, threads: int, repeats: int) -> dict:
     """``--latency``: float, qat_int8 and ptq_int8 sessions of ``CONFIG@RES[:large]`` with random weights."""
-    name, _, res = spec.partition("@")
-    res, _, which = res.partition(":")
+    base, _, which = spec.partition(":")
+    name, _, res = base.partition("@")
     if which not in ("", "large"):
         raise SystemExit(f"{spec}: unknown arch {which!r}; allowed: CONFIG@RES (the largest arch) or "
                          f"CONFIG@RES:large (MobileNetV3-Large, in a MobileNetV3 space)")

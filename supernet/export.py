@@ -230,9 +230,9 @@ def integer_convs(model: onnx.ModelProto) -> onnx.ModelProto:
     Here: a following batch norm is folded into the per-channel weight scales (``Q(W) * a`` has the
     same integers at scale ``s_w * |a|``, so this is exact) and into a bias, rounded to int32 at the
     accumulator's scale ``s_x * s_w`` (an error far below a step of the output); the conv's output
-    is requantized onto ``s`` itself. After a ReLU, which commutes with rounding on a symmetric
-    grid (and on an unsigned grid is its clipping at 0), the result is the fake-quantized one
-    exactly; after hard-swish or a residual sum it is within one step of ``s`` (the extra rounding
+    is requantized onto ``s`` itself. After a ReLU or a max pool, which commute with rounding on a
+    symmetric grid (and on an unsigned grid with its clipping at 0), the result is the fake-quantized
+    one exactly; after hard-swish or a residual sum it is within one step of ``s`` (the extra rounding
     before them; a sum that reaches an unsigned grid gets the signed grid of its range, step ``2 s``,
     as the conv's own output has a sign). A conv whose output reaches no 8-bit
     quantizer through such ops (a squeeze-excitation block's depthwise conv, whose output the gate
@@ -268,8 +268,11 @@ def integer_convs(model: onnx.ModelProto) -> onnx.ModelProto:
                 if q.op_type == "QuantizeLinear" and pairs and all(byte_pair(dq) for dq in pairs) and \
                         const(q.input[1]) is not None and const(q.input[1]).ndim == 0:
                     return q.input[1], _output_dtype(q), relus
+            # a max pool only where all it feeds is one grid: its other readers would get that grid's
+            # rounding and clipping too (a stem pool read by a block and by a projection's own quantizer)
             frontier = [(u.output[0], relus and u.op_type in _COMMUTING_OPS) for u, relus in users
-                        if u.op_type in _GRID_KEEPING_OPS]
+                        if u.op_type in _GRID_KEEPING_OPS and
+                        (u.op_type != "MaxPool" or _one_grid_reads(u.output[0], consumers, inits))]
         return None
 
     def add(name: str, array: np.ndarray) -> str:
@@ -311,11 +314,11 @@ def integer_convs(model: onnx.ModelProto) -> onnx.ModelProto:
         grid, dtype = next_grid(out), onnx.TensorProto.INT8
         scale = grid and grid[0]
         if grid and grid[1] == onnx.TensorProto.UINT8 and grid[2] and \
-                all(u.op_type == "Relu" for u in consumers.get(out, [])):
-            dtype = grid[1]  # read through ReLUs (and max pools) only: the unsigned grid clips what the ReLUs zero
+                all(u.op_type in _COMMUTING_OPS for u in consumers.get(out, [])):
+            dtype = grid[1]  # read through ReLUs and max pools only: the unsigned grid clips what ReLUs zero
         elif grid and grid[1] == onnx.TensorProto.UINT8:
-            # an unsigned grid reached through a residual sum: the conv's own output has a sign, so
-            # it goes on the signed grid of the same range (twice the step) until the sum
+            # an unsigned grid reached through a residual sum or hard-swish: the conv's own output has
+            # a sign, so it goes on the signed grid of the same range (twice the step) until then
             scale = add(f"{prefix}.output_scale", 2 * const(scale).astype(np.float32))
         if scale is None and bn is not None:
             # No quantizer downstream, but a batch norm: on the training data its output has mean
@@ -366,29 +369,13 @@ def integer_sums(model: onnx.ModelProto) -> onnx.ModelProto:
         q = dq is not None and dq.op_type == "DequantizeLinear" and producer.get(dq.input[0])
         return bool(q) and q.op_type == "QuantizeLinear" and q.input[0] not in inits and _output_dtype(q) in _BYTES
 
-    def reached_grid(name: str) -> tuple[str, int] | None:
-        """The scale and integer type of the one unclipped 8-bit per-tensor quantizer every reader of
-        ``name`` is."""
-        readers = consumers.get(name, [])
-        if not readers or any(
-                q.op_type != "QuantizeLinear" or len(q.input) != 2 or q.input[1] not in inits or
-                _output_dtype(q) not in _BYTES or
-                any(dq.op_type != "DequantizeLinear" for dq in consumers.get(q.output[0], []))
-                for q in readers):
-            return None
-        grids = {(q.input[1], _output_dtype(q)) for q in readers}
-        if len(grids) != 1:
-            return None
-        grid = grids.pop()
-        return grid if not inits[grid[0]].dims else None
-
     inserted: dict[int, list] = {}
     for add in [n for n in graph.node if n.op_type == "Add"]:
         if not all(on_8_bit_grid(name) for name in add.input):
             continue
         readers = consumers.get(add.output[0], [])
         relu = readers[0] if len(readers) == 1 and readers[0].op_type == "Relu" else None
-        grid = reached_grid(relu.output[0] if relu else add.output[0])
+        grid = _one_grid_reads(relu.output[0] if relu else add.output[0], consumers, inits)
         if grid is None:
             continue
         scale, dtype = grid
@@ -401,6 +388,23 @@ def integer_sums(model: onnx.ModelProto) -> onnx.ModelProto:
     if inserted:
         _replace_nodes(graph, [n for node in graph.node for n in inserted.get(id(node), [node])])
     return model
+
+
+def _one_grid_reads(name: str, consumers: dict, inits: dict) -> tuple[str, int] | None:
+    """The scale and integer type of the one unclipped 8-bit per-tensor quantizer every reader of
+    ``name`` is (None if a reader is anything else, or two grids read it)."""
+    readers = consumers.get(name, [])
+    if not readers or any(
+            q.op_type != "QuantizeLinear" or len(q.input) != 2 or q.input[1] not in inits or
+            _output_dtype(q) not in _BYTES or
+            any(dq.op_type != "DequantizeLinear" for dq in consumers.get(q.output[0], []))
+            for q in readers):
+        return None
+    grids = {(q.input[1], _output_dtype(q)) for q in readers}
+    if len(grids) != 1:
+        return None
+    grid = grids.pop()
+    return grid if not inits[grid[0]].dims else None
 
 
 def _consumers(graph) -> dict[str, list]:

@@ -3,8 +3,8 @@ quantized convolutions and matrix products as integer kernels once onnxruntime h
 OpenVINO compiled it), and still computes the fake-quantized PyTorch subnet.
 
 Tolerance. Per layer (tested on small stacks): where a conv's output reaches the next quantizer
-through ReLU the integers are the fake-quantized ones exactly (ReLU commutes with rounding on a
-symmetric grid); through hard-swish (or a residual sum) the integer graph rounds once more before
+through ReLU or max pool the integers are the fake-quantized ones exactly (both commute with
+rounding); through hard-swish (or a residual sum) the integer graph rounds once more before
 it, so each integer the next layer reads is within one step of the fake-quantized one, and the
 next layer's outputs within ``step * sum_i |W_ji|`` (weights dequantized). Whole networks: random
 8-bit networks are chaotic (a 1e-6 relative change of the input moves the digits ResNet's logits by
@@ -17,6 +17,7 @@ import onnx
 import onnxruntime as ort
 import pytest
 import torch
+import torch.nn.functional as F
 from conftest import model_config
 from torch import nn
 
@@ -268,18 +269,12 @@ def test_an_8_bit_stem_is_requantized_once_onto_the_first_blocks_grid_through_re
     first block's unsigned quantizer. ReLU and max pool commute with rounding, so the conv's output goes
     onto that grid directly (the ReLU is its clipping, the pool runs on its integers) instead of a grid
     of its own and then the block's: onnxruntime runs QLinearConv -> NhwcMaxPool, and the one
-    QuantizeLinear left is the image's. The logits stay near the fake-quantized subnet's."""
-    net, arch, x, path = saved_8_bit_resnet(tmp_path, stem_pool=True)
+    QuantizeLinear left is the image's. (Exactness: the relu-pool stacks below.)"""
+    net, _, _, path = saved_8_bit_resnet(tmp_path, stem_pool=True)
     assert net.config["quantize_stem"] and net.config["unsigned_after_relu"]
-    session, ops = optimized_session(uint8_qdq(onnx.load(path), uint8_weights=not export_mod.cpu_has_vnni()),
-                                     tmp_path / "optimized.onnx")
+    _, ops = optimized_session(uint8_qdq(onnx.load(path), uint8_weights=not export_mod.cpu_has_vnni()),
+                               tmp_path / "optimized.onnx")
     assert ops.count("NhwcMaxPool") == 1 and ops.count("QuantizeLinear") == 1
-    logits = torch.from_numpy(session.run(None, {"input": x.numpy()})[0])
-    with torch.no_grad():
-        fake_quantized = net(x)
-        net.set_active(bits_arch(net, 32))
-        floating = net(x)
-    assert (logits - fake_quantized).square().mean() <= (fake_quantized - floating).square().mean()
 
 
 @pytest.mark.parametrize("quantize_skip,quantize_projection", [(True, True), (True, False), (False, False)])
@@ -431,32 +426,82 @@ def quantized_stack(activation: nn.Module, depthwise: bool, signed: bool = True)
     return nn.Sequential(first, bn, activation, second).eval()
 
 
+def relu_max_pool() -> nn.Sequential:
+    return nn.Sequential(nn.ReLU(), nn.MaxPool2d(3, 2, 1))  # as OFA's ResNet stem ends
+
+
 @pytest.mark.parametrize("depthwise", [False, True])
-@pytest.mark.parametrize("activation,signed", [(nn.ReLU(), True), (nn.ReLU(), False), (nn.Hardswish(), True)],
-                         ids=["relu", "relu-unsigned", "hardswish"])
+@pytest.mark.parametrize("activation,signed", [(nn.ReLU(), True), (nn.ReLU(), False), (relu_max_pool(), True),
+                                               (relu_max_pool(), False), (nn.Hardswish(), True)],
+                         ids=["relu", "relu-unsigned", "relu-pool", "relu-pool-unsigned", "hardswish"])
 def test_a_requantized_conv_is_exact_through_relu_and_within_a_step_through_hardswish(activation, signed, depthwise,
                                                                                    tmp_path):
     """An unsigned input grid after the ReLU (``unsigned_after_relu``): the ReLU is the grid's own
-    clipping, so the deployed graph has no op for it (on a signed grid: an integer ``Max``)."""
+    clipping, so the deployed graph has no op for it (on a signed grid: an integer ``Max``). A max
+    pool after the ReLU commutes with rounding too: the conv goes onto the next grid at once, and
+    the pool runs on its integers."""
     stack = quantized_stack(activation, depthwise, signed)
     x = torch.randn(4, 8, 6, 6)
     export_mod._write_onnx(stack, x, tmp_path / "stack.onnx")
     exact_here = uint8_qdq(onnx.load(tmp_path / "stack.onnx"), uint8_weights=not export_mod.cpu_has_vnni())
     session, ops = optimized_session(exact_here, tmp_path / "optimized.onnx")
     assert ops.count("QLinearConv") == 1  # the first; the second's output reaches no quantizer
-    if isinstance(activation, nn.ReLU):
+    exact = not isinstance(activation, nn.Hardswish)
+    if exact:
         assert ops.count("Max") == signed and "Relu" not in ops
+        assert ops.count("NhwcMaxPool") == isinstance(activation, nn.Sequential)
     else:
         assert ops.count("QLinearMul") == 1 and "HardSigmoid" not in ops
     (y,) = session.run(None, {"input": x.numpy()})
     with torch.no_grad():
         expected = stack(x)
     second = stack[3]
-    if isinstance(activation, nn.ReLU):
+    if exact:
         torch.testing.assert_close(torch.from_numpy(y), expected, atol=1e-5, rtol=0)
     else:
         bound = second.input_scale * second.quantized_weight().abs().sum((1, 2, 3))  # one step per input
         assert ((torch.from_numpy(y) - expected).abs() <= bound.view(1, -1, 1, 1) + 1e-5).all()
+
+
+class PoolReadOnTwoGrids(nn.Module):
+    """8-bit conv -> batch norm -> ReLU -> max pool, read by two 8-bit convs of different input
+    grids: a narrow one first (range 2.5), then a wide one (range 12.7)."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.first = QuantConv2d(8, 16, 3, padding=1, bias=False, bits=8)
+        self.bn = nn.BatchNorm2d(16)
+        self.narrow, self.wide = QuantConv2d(16, 4, 1, bits=8), QuantConv2d(16, 4, 1, bits=8)
+        with torch.no_grad():
+            self.bn.weight.uniform_(-2, 2), self.bn.bias.normal_(), self.bn.running_var.uniform_(0.5, 2)
+            self.first.set_scales(torch.tensor(0.03))
+            self.narrow.set_scales(torch.tensor(0.02))
+            self.wide.set_scales(torch.tensor(0.1))
+
+    def forward(self, x):
+        h = F.max_pool2d(torch.relu(self.bn(self.first(x))), 3, 2, 1)
+        return torch.cat([self.narrow(h), self.wide(h)], 1)
+
+
+def test_a_max_pool_read_on_two_grids_leaves_the_conv_on_its_own_grid(tmp_path):
+    """Requantized onto the narrow reader's grid, the conv's output would reach the wide reader
+    clipped at 2.5; a max pool is crossed only where one grid reads it, so the conv keeps its own
+    (batch-norm) grid and the wide reader's outputs stay within a step per input of the fake-quantized
+    ones: one rounding of that grid and one of the reader's."""
+    stack = PoolReadOnTwoGrids().eval()
+    x = torch.randn(4, 8, 8, 8)
+    export_mod._write_onnx(stack, x, tmp_path / "stack.onnx")
+    deployed = uint8_qdq(onnx.load(tmp_path / "stack.onnx"), uint8_weights=not export_mod.cpu_has_vnni())
+    session, _ = optimized_session(deployed, tmp_path / "optimized.onnx")
+    (y,) = session.run(None, {"input": x.numpy()})
+    with torch.no_grad():
+        expected = stack(x)
+    reach = (stack.bn.bias.abs() + 6 * stack.bn.weight.abs()).max()  # the conv's own grid (integer_convs)
+    weights = stack.wide.quantized_weight().abs().sum((1, 2, 3))
+    bound = (reach / 127 / 2 + stack.wide.input_scale) * weights
+    error = (torch.from_numpy(y[:, 4:]) - expected[:, 4:]).abs()
+    assert (error <= bound.view(1, -1, 1, 1) + 1e-5).all()
 
 
 class UnsignedSum(nn.Module):

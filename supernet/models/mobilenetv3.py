@@ -83,8 +83,9 @@ class MobileNetV3Space(SearchSpace):
         self.in_chans, self.num_classes, self.divisor = in_chans, num_classes, channel_divisor
 
     def mobilenetv3_large(self, resolution: int | None = None) -> dict:
-        """MobileNetV3-Large as an arch of this space (OFA's stage widths, strides, activations and
-        squeeze-excitations are its): its depths and kernel sizes, each expand ratio the smallest
+        """MobileNetV3-Large as an arch of this space (OFA's stage widths at width 1.0, strides,
+        activations and squeeze-excitations are its; a w1.2 space holds a wider variant): its depths
+        and kernel sizes, each expand ratio the smallest
         choice at least as wide (its own 2.3 and 2.5 where the space holds them), the largest arch's
         bits, and ``resolution`` (the largest by default). ArchError where the space lacks a choice."""
         arch = self.largest()
@@ -226,9 +227,13 @@ class FeatureMix(ConvNormAct):
     """The head's 1x1 conv (no norm) on the pooled 1x1 map, computed as the matrix product it is:
     the same weights and state dict as a conv, but exported as a Gemm, which onnxruntime runs ~10x
     faster than its blocked conv kernel on a 1x1 map (960 -> 1280 at batch 64: 1 vs 11 ms alone;
-    about 1% of the w1.0 network at 160 px, batch 64)."""
+    about 1% of the w1.0 network at 160 px, batch 64). ``forward`` reads ``conv``'s weight and bias,
+    not its ``forward``: a hook or wrapper on ``conv`` does not apply."""
 
     def __init__(self, conv: nn.Conv2d, act: nn.Module | None = None):
+        if conv.kernel_size != (1, 1) or conv.stride != (1, 1) or conv.groups != 1 or \
+                any(p != 0 for p in conv.padding):
+            raise ValueError(f"the feature mix is a dense 1x1 conv without padding or stride, got {conv}")
         super().__init__(conv, None, act)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
