@@ -259,15 +259,19 @@ def integer_convs(model: onnx.ModelProto) -> onnx.ModelProto:
 
     def next_grid(name: str) -> tuple[str, int, bool] | None:
         """The scale and integer type of the first 8-bit input quantizer that ``name`` reaches through
-        grid-keeping ops, and whether only ReLUs and max pools lie between."""
+        grid-keeping ops, and whether only ReLUs and max pools lie between; None where quantizers of
+        two grids are reached first (one grid would clip or round again what the other reads)."""
         frontier = [(name, True)]
         for _ in range(3):
             users = [(u, relus) for n, relus in frontier for u in consumers.get(n, [])]
-            for q, relus in users:
-                pairs = consumers.get(q.output[0], [])
-                if q.op_type == "QuantizeLinear" and pairs and all(byte_pair(dq) for dq in pairs) and \
-                        const(q.input[1]) is not None and const(q.input[1]).ndim == 0:
-                    return q.input[1], _output_dtype(q), relus
+            reached = [(q, relus) for q, relus in users if q.op_type == "QuantizeLinear" and
+                       consumers.get(q.output[0]) and all(byte_pair(dq) for dq in consumers[q.output[0]]) and
+                       const(q.input[1]) is not None and const(q.input[1]).ndim == 0]
+            if reached:
+                if len({(float(const(q.input[1])), _output_dtype(q)) for q, _ in reached}) > 1:
+                    return None
+                q, relus = reached[0]
+                return q.input[1], _output_dtype(q), relus
             # a max pool only where all it feeds is one grid: its other readers would get that grid's
             # rounding and clipping too (a stem pool read by a block and by a projection's own quantizer)
             frontier = [(u.output[0], relus and u.op_type in _COMMUTING_OPS) for u, relus in users

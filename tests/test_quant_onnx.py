@@ -463,12 +463,13 @@ def test_a_requantized_conv_is_exact_through_relu_and_within_a_step_through_hard
         assert ((torch.from_numpy(y) - expected).abs() <= bound.view(1, -1, 1, 1) + 1e-5).all()
 
 
-class PoolReadOnTwoGrids(nn.Module):
-    """8-bit conv -> batch norm -> ReLU -> max pool, read by two 8-bit convs of different input
+class ReadOnTwoGrids(nn.Module):
+    """8-bit conv -> batch norm -> ReLU (-> max pool), read by two 8-bit convs of different input
     grids: a narrow one first (range 2.5), then a wide one (range 12.7)."""
 
-    def __init__(self):
+    def __init__(self, pool: bool):
         super().__init__()
+        self.pool = pool
         torch.manual_seed(0)
         self.first = QuantConv2d(8, 16, 3, padding=1, bias=False, bits=8)
         self.bn = nn.BatchNorm2d(16)
@@ -480,16 +481,19 @@ class PoolReadOnTwoGrids(nn.Module):
             self.wide.set_scales(torch.tensor(0.1))
 
     def forward(self, x):
-        h = F.max_pool2d(torch.relu(self.bn(self.first(x))), 3, 2, 1)
+        h = torch.relu(self.bn(self.first(x)))
+        h = F.max_pool2d(h, 3, 2, 1) if self.pool else h
         return torch.cat([self.narrow(h), self.wide(h)], 1)
 
 
-def test_a_max_pool_read_on_two_grids_leaves_the_conv_on_its_own_grid(tmp_path):
+@pytest.mark.parametrize("pool", [False, True], ids=["relu", "relu-pool"])
+def test_a_conv_read_on_two_grids_keeps_its_own_grid(pool, tmp_path):
     """Requantized onto the narrow reader's grid, the conv's output would reach the wide reader
-    clipped at 2.5; a max pool is crossed only where one grid reads it, so the conv keeps its own
-    (batch-norm) grid and the wide reader's outputs stay within a step per input of the fake-quantized
-    ones: one rounding of that grid and one of the reader's."""
-    stack = PoolReadOnTwoGrids().eval()
+    clipped at 2.5; where quantizers of two grids read it (through ReLU, or a max pool whose readers
+    are not one grid's), the conv keeps its own (batch-norm) grid and the wide reader's outputs stay
+    within a step per input of the fake-quantized ones: one rounding of that grid and one of the
+    reader's."""
+    stack = ReadOnTwoGrids(pool).eval()
     x = torch.randn(4, 8, 8, 8)
     export_mod._write_onnx(stack, x, tmp_path / "stack.onnx")
     deployed = uint8_qdq(onnx.load(tmp_path / "stack.onnx"), uint8_weights=not export_mod.cpu_has_vnni())
