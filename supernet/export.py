@@ -272,8 +272,8 @@ def integer_convs(model: onnx.ModelProto) -> onnx.ModelProto:
                     return None
                 q, relus = reached[0]
                 return q.input[1], _output_dtype(q), relus
-            # a max pool only where all it feeds is one grid: its other readers would get that grid's
-            # rounding and clipping too (a stem pool read by a block and by a projection's own quantizer)
+            # a max pool only where all it feeds is one grid's quantizers (two grids: None above); a
+            # float reader of the pool would get that grid's rounding and clipping too
             frontier = [(u.output[0], relus and u.op_type in _COMMUTING_OPS) for u, relus in users
                         if u.op_type in _GRID_KEEPING_OPS and
                         (u.op_type != "MaxPool" or _one_grid_reads(u.output[0], consumers, inits))]

@@ -85,9 +85,9 @@ class MobileNetV3Space(SearchSpace):
     def mobilenetv3_large(self, resolution: int | None = None) -> dict:
         """MobileNetV3-Large as an arch of this space (OFA's stage widths at width 1.0, strides,
         activations and squeeze-excitations are its; a w1.2 space holds a wider variant): its depths
-        and kernel sizes, each expand ratio the smallest
-        choice at least as wide (its own 2.3 and 2.5 where the space holds them), the largest arch's
-        bits, and ``resolution`` (the largest by default). ArchError where the space lacks a choice."""
+        and kernel sizes, each expand ratio the smallest choice at least as wide (its own 2.3 and 2.5
+        where the space holds them), the largest arch's bits, and ``resolution`` (the largest by
+        default). ArchError where the space lacks a choice."""
         arch = self.largest()
         if resolution is not None:
             arch["resolution"] = resolution
