@@ -13,6 +13,8 @@ the integer graph's logits are nearer the fake-quantized subnet's than those are
 subnet's (RMS; measured: 2-13% of it for MobileNetV3 and ViT, ~70% for the chaotic ResNet).
 Predicted classes are not compared: random logits are near ties.
 """
+import json
+
 import onnx
 import onnxruntime as ort
 import pytest
@@ -60,9 +62,25 @@ def export_8_bit(family: str, out_dir, **options) -> tuple:
     return family, static, out / "model.onnx", images[2], fake_quantized, floating
 
 
+@pytest.fixture(scope="module")
+def once(tmp_path_factory):
+    """``once(make, family, **options)``: ``make(family, out_dir, **options)`` (``export_8_bit`` or
+    ``saved_8_bit``) run once per distinct model config in this module, as several tests read the
+    same export (5-20 s of ONNX export each). Tests read the files, nets and tensors; none changes them."""
+    cache = {}
+
+    def get(make, family: str, **options):
+        key = (make.__name__, json.dumps({**model_config(family), **options}, sort_keys=True))
+        if key not in cache:
+            cache[key] = make(family, tmp_path_factory.mktemp(family), **options)
+        return cache[key]
+
+    return get
+
+
 @pytest.fixture(scope="module", params=["mobilenetv3", "resnet", "vit"])
-def exported(request, tmp_path_factory):
-    return export_8_bit(request.param, tmp_path_factory.mktemp(request.param))
+def exported(request, once):
+    return once(export_8_bit, request.param)
 
 
 def optimized_session(model: onnx.ModelProto, path) -> tuple[ort.InferenceSession, list[str]]:
@@ -234,26 +252,27 @@ def test_model_onnx_as_saved_gives_its_int8_pairs_a_zero_point_and_runs_integer_
     assert uint8_qdq(onnx.load(path)).SerializeToString() == uint8_qdq(implicit_zero_points(model)).SerializeToString()
 
 
-def saved_8_bit_resnet(tmp_path, **options):
-    """The digits ResNet with ``options`` over conf/model/resnet.yaml (random weights), its largest
-    arch at 8 bits with input scales from a training batch: (net, arch, that batch, model.onnx)."""
+def saved_8_bit(family: str, out_dir, **options):
+    """The family's digits-sized supernet with ``options`` over its conf/model file (random weights),
+    its largest arch at 8 bits with input scales from a training batch: (net, arch, that batch,
+    model.onnx)."""
     torch.manual_seed(0)
-    net = create_supernet_from_config({**model_config("resnet"), **options}, num_classes=10)
+    net = create_supernet_from_config({**model_config(family), **options}, num_classes=10)
     arch = bits_arch(net, 8)
     x = torch.randn(8, 1, arch["resolution"], arch["resolution"])
     net.set_active(arch)
     net.train()(x)
     net.eval()
-    return net, arch, x, save_subnet(net, arch, tmp_path / "s8") / "model.onnx"
+    return net, arch, x, save_subnet(net, arch, out_dir / "s8") / "model.onnx"
 
 
-def test_a_stem_max_pool_runs_on_the_integers_of_the_next_quantizer(tmp_path, monkeypatch):
+def test_a_stem_max_pool_runs_on_the_integers_of_the_next_quantizer(once, tmp_path, monkeypatch):
     """OFA's ResNet stem ends in a 3x3 max pool that the first block reads through its 8-bit input
     quantizer: the deployed graph pools those uint8 integers channels-last (NhwcMaxPool), and its
     logits are onnxruntime's own for the graph that leaves the pool alone (where onnxruntime moves
     the quantizer above the pool itself and pools with its generic NCHW kernel). A float stem: after an
     8-bit one (``quantize_stem``) onnxruntime pools the integers channels-last by itself."""
-    _, _, x, path = saved_8_bit_resnet(tmp_path, stem_pool=True, quantize_stem=False)
+    _, _, x, path = once(saved_8_bit, "resnet", stem_pool=True, quantize_stem=False)
     weights = not export_mod.cpu_has_vnni()
     session, ops = optimized_session(uint8_qdq(onnx.load(path), uint8_weights=weights), tmp_path / "pooled.onnx")
     assert ops.count("NhwcMaxPool") == 1 and "MaxPool" not in ops
@@ -264,13 +283,13 @@ def test_a_stem_max_pool_runs_on_the_integers_of_the_next_quantizer(tmp_path, mo
                                torch.from_numpy(reference.run(None, {"input": x.numpy()})[0]), atol=0, rtol=0)
 
 
-def test_an_8_bit_stem_is_requantized_once_onto_the_first_blocks_grid_through_relu_and_max_pool(tmp_path):
+def test_an_8_bit_stem_is_requantized_once_onto_the_first_blocks_grid_through_relu_and_max_pool(once, tmp_path):
     """``quantize_stem`` with OFA's stem pool: the stem's last conv -> ReLU -> max pool is read by the
     first block's unsigned quantizer. ReLU and max pool commute with rounding, so the conv's output goes
     onto that grid directly (the ReLU is its clipping, the pool runs on its integers) instead of a grid
     of its own and then the block's: onnxruntime runs QLinearConv -> NhwcMaxPool, and the one
     QuantizeLinear left is the image's. (Exactness: the relu-pool stacks below.)"""
-    net, _, _, path = saved_8_bit_resnet(tmp_path, stem_pool=True)
+    net, _, _, path = once(saved_8_bit, "resnet", stem_pool=True)
     assert net.config["quantize_stem"] and net.config["unsigned_after_relu"]
     _, ops = optimized_session(uint8_qdq(onnx.load(path), uint8_weights=not export_mod.cpu_has_vnni()),
                                tmp_path / "optimized.onnx")
@@ -278,7 +297,7 @@ def test_an_8_bit_stem_is_requantized_once_onto_the_first_blocks_grid_through_re
 
 
 @pytest.mark.parametrize("quantize_skip,quantize_projection", [(True, True), (True, False), (False, False)])
-def test_residual_sums_between_8_bit_resnet_blocks_run_on_integers(quantize_skip, quantize_projection, tmp_path):
+def test_residual_sums_between_8_bit_resnet_blocks_run_on_integers(quantize_skip, quantize_projection, once, tmp_path):
     """With ``quantize_skip`` (conf/model/resnet.yaml) an 8-bit block adds its input on conv1's grid,
     so every sum that the next block reads only through its 8-bit quantizers is an integer QLinearAdd
     in the deployed graph; with ``quantize_projection`` too (opt-in: docs/quantization.md) a projection block
@@ -286,8 +305,8 @@ def test_residual_sums_between_8_bit_resnet_blocks_run_on_integers(quantize_skip
     QLinearAveragePool. A supernet trained without them (older checkpoints) keeps float sums and
     pools, as it computes. The stem's residual sum, of two 8-bit convs' ReLU outputs (``quantize_stem``)
     that only the stem's last 8-bit conv reads, is integer whatever the blocks' options."""
-    net, arch, _, path = saved_8_bit_resnet(tmp_path, quantize_skip=quantize_skip,
-                                            quantize_projection=quantize_projection)
+    net, arch, _, path = once(saved_8_bit, "resnet", quantize_skip=quantize_skip,
+                                 quantize_projection=quantize_projection)
     _, ops = optimized_session(uint8_qdq(onnx.load(path)), tmp_path / "optimized.onnx")
     static = net.export(arch)
     blocks = [m for m in static.modules() if isinstance(m, Bottleneck)]
@@ -301,7 +320,7 @@ def test_residual_sums_between_8_bit_resnet_blocks_run_on_integers(quantize_skip
     assert ops.count("QLinearAveragePool") == quantize_projection * pools
 
 
-def test_unsigned_grids_after_relu_leave_no_relu_op_between_8_bit_resnet_blocks(tmp_path):
+def test_unsigned_grids_after_relu_leave_no_relu_op_between_8_bit_resnet_blocks(once, tmp_path):
     """``unsigned_after_relu`` (conf/model/resnet.yaml): every 8-bit conv input but the image follows
     a ReLU and is rounded to an unsigned grid (0..255), so the deployed graph runs the ReLUs as the
     clipping of its uint8 requantizations: no integer ``Max`` but the stem branch's (its ReLU feeds a
@@ -310,7 +329,7 @@ def test_unsigned_grids_after_relu_leave_no_relu_op_between_8_bit_resnet_blocks(
     fake-quantized subnet."""
     maxes = {}
     for unsigned in (False, True):
-        net, arch, x, path = saved_8_bit_resnet(tmp_path / str(unsigned), unsigned_after_relu=unsigned)
+        net, arch, x, path = once(saved_8_bit, "resnet", unsigned_after_relu=unsigned)
         convs = [m for m in net.export(arch).modules() if isinstance(m, QuantConv2d)]
         assert [m.signed for m in convs] == [True] + [not unsigned] * (len(convs) - 1)  # the first reads the image
         session, ops = optimized_session(uint8_qdq(onnx.load(path)), tmp_path / "optimized.onnx")
@@ -354,7 +373,7 @@ def smallest_conv_inputs(static: nn.Module, x: torch.Tensor) -> dict:
     return smallest
 
 
-def test_unsigned_grids_after_relu_leave_no_relu_op_in_a_mobilenetv3_but_before_a_float_pool(tmp_path):
+def test_unsigned_grids_after_relu_leave_no_relu_op_in_a_mobilenetv3_but_before_a_float_pool(once, tmp_path):
     """MobileNetV3's ``unsigned_after_relu`` (conf/model/mobilenetv3.yaml): the 8-bit conv inputs
     that are non-negative (after a ReLU, or a ReLU's output times a gate) are on unsigned grids, the
     others signed; the deployed graph then needs an integer ``Max`` only for a ReLU whose output
@@ -362,7 +381,7 @@ def test_unsigned_grids_after_relu_leave_no_relu_op_in_a_mobilenetv3_but_before_
     one per ReLU with signed grids; and it computes the fake-quantized subnet."""
     maxes = {}
     for unsigned in (False, True):
-        _, static, path, x, fake_quantized, floating = export_8_bit("mobilenetv3", tmp_path / str(unsigned),
+        _, static, path, x, fake_quantized, floating = once(export_8_bit, "mobilenetv3",
                                                                     unsigned_after_relu=unsigned)
         after_relu = convs_after_relu(static)
         assert {m: m.signed for m in after_relu} == {m: not (unsigned and relu) for m, relu in after_relu.items()}
@@ -378,11 +397,11 @@ def test_unsigned_grids_after_relu_leave_no_relu_op_in_a_mobilenetv3_but_before_
     assert maxes == {False: relus, True: relu_gated} and 0 < relu_gated < relus
 
 
-def test_a_quantized_stem_follows_the_first_block_and_runs_on_integers(tmp_path):
+def test_a_quantized_stem_follows_the_first_block_and_runs_on_integers(once, tmp_path):
     """``quantize_stem`` (conf/model/resnet.yaml): the stem's three convs run at 8 bits when the first
     block is quantized (4 bits too), in float otherwise, where the subnet computes what a supernet
     without the option does; the space counts their bits; onnxruntime runs them as QLinearConv."""
-    net, arch, x, path = saved_8_bit_resnet(tmp_path, quantize_stem=True)
+    net, arch, x, path = once(saved_8_bit, "resnet", quantize_stem=True)
     stem_convs = [m for m in net.export(arch).stem.modules() if isinstance(m, nn.Conv2d)]
     assert len(stem_convs) == 3 and all(isinstance(m, QuantConv2d) and m.bits == 8 for m in stem_convs)
     four = {**arch, "bits": [4] + arch["bits"][1:]}
