@@ -68,8 +68,11 @@ def test_pt2_runs_in_a_fresh_process_that_never_imports_the_project(exported, tm
 def test_onnx_matches_torch(exported):
     _, _, out, x, expected = exported
     session = ort.InferenceSession(str(out / "model.onnx"), providers=["CPUExecutionProvider"])
-    (logits,) = session.run(None, {"input": x.numpy()})
+    (logits,) = session.run(None, {"input": x.numpy()})  # a batch of 3, traced on 2: the batch axis is dynamic
     torch.testing.assert_close(torch.from_numpy(logits), expected, atol=1e-4, rtol=0)
+    graph = onnx.load(out / "model.onnx").graph
+    assert [(v.name, v.type.tensor_type.shape.dim[0].dim_param) for v in (*graph.input, *graph.output)] == \
+        [("input", "batch"), ("logits", "batch")]
 
 
 @pytest.mark.parametrize("subnet", ["exported", "quantized"])
